@@ -1,0 +1,42 @@
+"""gmm_jax: Gaussian mixture models fitted by accelerator-compiled EM in JAX.
+
+Pure functions (``e_step``, ``m_step``, ``log_prob_components``, ``fit``) over NamedTuple pytrees
+(``GMMParams``, ``SuffStats``, ``FitResult``), jitted k-means, and restarts under ``vmap``.
+"""
+
+from gmm_jax.covariance import n_parameters
+from gmm_jax.density import (
+    log_likelihood,
+    log_prob_components,
+    log_responsibilities,
+    params_from_covariances,
+    predict,
+    responsibilities,
+)
+from gmm_jax.em import check_monotone, e_step, fit, m_step, stats_from_responsibilities
+from gmm_jax.kmeans import kmeans, kmeans_plusplus
+from gmm_jax.types import COVARIANCE_TYPES, FitResult, GMMParams, KMeansResult, SuffStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "FitResult",
+    "GMMParams",
+    "KMeansResult",
+    "SuffStats",
+    "check_monotone",
+    "e_step",
+    "fit",
+    "kmeans",
+    "kmeans_plusplus",
+    "log_likelihood",
+    "log_prob_components",
+    "log_responsibilities",
+    "m_step",
+    "n_parameters",
+    "params_from_covariances",
+    "predict",
+    "responsibilities",
+    "stats_from_responsibilities",
+]

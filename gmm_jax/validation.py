@@ -1,0 +1,189 @@
+"""Input checks that run on the host, before anything is traced.
+
+Every public entry point passes its inputs through these functions, so bad input fails fast with
+a ``ValueError``/``TypeError`` that says what is wrong and what to do, instead of a tracer error or
+a silent NaN deep inside a compiled loop.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import numpy as np
+
+from gmm_jax.covariance import check_covariance_type, covariance_shape
+
+
+def float_dtype(dtype=None) -> np.dtype:
+    """The floating dtype JAX will compute in: float64 only when x64 is enabled."""
+    if dtype is not None and np.issubdtype(dtype, np.floating) and np.dtype(dtype).itemsize >= 8:
+        return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
+    return np.dtype(np.float32)
+
+
+def check_array(X, *, min_samples: int = 1, name: str = "X", n_features: int | None = None,
+                dtype=None) -> np.ndarray:
+    """Returns ``X`` as a finite 2-D floating numpy array, or raises.
+
+    Args:
+        X: array-like of shape (N, D); bool and integer input is converted to float.
+        min_samples: the fewest rows accepted (the number of components when fitting).
+        name: name used in messages.
+        n_features: if given, the number of columns required (the fitted model's).
+        dtype: force this floating dtype; default float64 when x64 is on and X is float64,
+            else float32.
+
+    Raises:
+        TypeError: non-numeric data (strings, objects, complex).
+        ValueError: wrong rank, empty, NaN/inf, too few samples, wrong number of features.
+    """
+    if isinstance(X, jax.Array):
+        X = np.asarray(X)
+    try:
+        arr = np.asarray(X)
+    except Exception as err:  # ragged lists and the like
+        raise ValueError(f"{name} could not be converted to a numeric array: {err}") from err
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"{name} must hold numbers; got an object array that cannot be converted to float "
+                f"({err}). Encode categorical columns numerically first."
+            ) from err
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(
+            f"{name} must be numeric (float, int or bool), got dtype {arr.dtype}. "
+            "Encode strings or categories numerically first."
+        )
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}.")
+    if arr.ndim != 2:
+        hint = " Reshape 1-D data with X.reshape(-1, 1)." if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}.{hint}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); it needs at least one sample and "
+                         "one feature.")
+    target = np.dtype(dtype) if dtype is not None else float_dtype(arr.dtype)
+    if arr.dtype != target:
+        arr = arr.astype(target)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.sum(~np.isfinite(arr)))
+        raise ValueError(
+            f"{name} contains {bad} NaN or infinite value(s). Remove or impute them before fitting "
+            "or scoring."
+        )
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features, but the model was fitted with {n_features} "
+            "features."
+        )
+    if arr.shape[0] < min_samples:
+        raise ValueError(
+            f"{name} has {arr.shape[0]} samples, fewer than the {min_samples} required "
+            "(n_components must not exceed n_samples)."
+        )
+    return arr
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}.")
+    return int(value)
+
+
+def check_nonneg_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}.")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
+    return float(value)
+
+
+def check_key(key):
+    """Accepts a JAX PRNG key (typed or raw uint32) or an int seed; returns a key."""
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) or isinstance(key, np.ndarray):
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            return key
+        if key.shape == (2,) and key.dtype == np.uint32:
+            return jax.numpy.asarray(key)
+    raise TypeError(f"key must be a jax.random.key(...) or an int seed, got {type(key).__name__}.")
+
+
+def check_init_arrays(weights_init, means_init, precisions_init, *, n_components: int,
+                      n_features: int, covariance_type: str, dtype) -> tuple:
+    """Validates user-supplied initial parameters; returns numpy arrays (or None)."""
+    check_covariance_type(covariance_type)
+    out = []
+    if weights_init is not None:
+        w = np.asarray(weights_init, dtype=np.float64)
+        if w.shape != (n_components,):
+            raise ValueError(
+                f"weights_init must have shape ({n_components},), got {w.shape}."
+            )
+        if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(w > 1):
+            raise ValueError("weights_init must hold finite values in [0, 1].")
+        if not np.isclose(np.sum(w), 1.0, rtol=0, atol=1e-6):
+            raise ValueError(
+                f"weights_init must sum to 1 (they lie on the simplex), got sum {np.sum(w):.6g}."
+            )
+        out.append(w.astype(dtype))
+    else:
+        out.append(None)
+    if means_init is not None:
+        m = np.asarray(means_init, dtype=np.float64)
+        if m.shape != (n_components, n_features):
+            raise ValueError(
+                f"means_init must have shape ({n_components}, {n_features}), got {m.shape}."
+            )
+        if not np.all(np.isfinite(m)):
+            raise ValueError("means_init contains NaN or infinite values.")
+        out.append(m.astype(dtype))
+    else:
+        out.append(None)
+    if precisions_init is not None:
+        p = np.asarray(precisions_init, dtype=np.float64)
+        shape = covariance_shape(covariance_type, n_components, n_features)
+        if p.shape != shape:
+            raise ValueError(
+                f"precisions_init for covariance_type={covariance_type!r} must have shape {shape}, "
+                f"got {p.shape}."
+            )
+        if not np.all(np.isfinite(p)):
+            raise ValueError("precisions_init contains NaN or infinite values.")
+        if covariance_type in ("full", "tied"):
+            mats = p.reshape(-1, n_features, n_features)
+            if not np.allclose(mats, np.swapaxes(mats, -1, -2), rtol=1e-6, atol=1e-10):
+                raise ValueError("precisions_init must be symmetric.")
+            if np.any(np.linalg.eigvalsh(mats) <= 0):
+                raise ValueError("precisions_init must be symmetric, positive-definite.")
+        elif np.any(p <= 0):
+            raise ValueError("precisions_init must be positive.")
+        out.append(p.astype(dtype))
+    else:
+        out.append(None)
+    return tuple(out)
+
+
+def check_sample_weight(sample_weight, n_samples: int, dtype) -> np.ndarray | None:
+    """Validates per-sample weights: shape (N,), finite, non-negative, not all zero."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if not (np.issubdtype(w.dtype, np.number) or w.dtype == bool):
+        raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}.")
+    w = w.astype(dtype)
+    if w.ndim == 0:
+        w = np.full((n_samples,), w, dtype=dtype)
+    if w.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},), got {w.shape}.")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("sample_weight must be finite and non-negative.")
+    if np.sum(w) <= 0:
+        raise ValueError("sample_weight sums to zero; at least one sample needs positive weight.")
+    return w
