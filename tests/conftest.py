@@ -19,3 +19,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def x64():
+    """Runs the test with 64-bit JAX types (``jax.enable_x64`` context)."""
+    import jax
+
+    with jax.enable_x64(True):
+        yield
