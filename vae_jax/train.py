@@ -1,0 +1,417 @@
+"""Optax training loop shared by every vae_jax model (VAE, M2, GMVAE).
+
+Model protocol (what :func:`train` needs from a model):
+
+* an ``nnx.Module`` whose trainable leaves are ``nnx.Param``;
+* ``loss(self, x, key, y=None) -> (loss, metrics)``: ``x`` (B, D), ``key`` a PRNG key, ``y``
+  an optional (B,) int32 label batch with ``-1`` for unlabelled samples; ``loss`` is a scalar
+  (mean negative ELBO over the batch plus any extra terms), ``metrics`` a dict of scalars;
+* ``elbo(self, x, key) -> (B,)`` per-sample ELBO, used for validation.
+
+How it runs: ``(model, optimizer)`` are split once into a static ``GraphDef`` and a pure
+``State``; one epoch is a single ``jax.jit`` program in which ``lax.scan`` runs every batch step
+(``nnx.merge`` -> ``nnx.value_and_grad`` -> ``Optimizer.update`` -> ``nnx.state``). The jitted
+functions live at module level with the graphdef as a static argument, so a second ``train``
+call on a model of the same architecture does not recompile, and the data are arguments, never
+closed over.
+
+Randomness: epoch ``e`` uses ``fold_in(key, e)`` for its shuffle, its binarisation and its
+per-step keys. Nothing else is random, so the same key gives the same parameters, and a run
+resumed from a checkpoint taken after epoch ``e`` continues exactly as the uninterrupted run.
+
+Checkpoints (no pickle): ``checkpoint_dir/checkpoint.npz`` holds every leaf of the model and
+optimizer state (flattened, with their tree paths for checking), the number of completed epochs,
+the base key, the history so far and a fingerprint of the data/batching. It is written to a
+temporary file and renamed, so a crash never leaves a half-written checkpoint, and it is only
+written after an epoch whose losses and parameters are all finite.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+Array = jax.Array
+
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+# ---------------------------------------------------------------------------- the jitted step
+
+
+def _step(graphdef, state, x: Array, y: Array | None, key: Array, binarize: bool):
+    """One optimisation step on a batch, as a pure function of the split state.
+
+    Args:
+        graphdef: static ``GraphDef`` of ``(model, optimizer)``.
+        state: ``State`` of ``(model, optimizer)``.
+        x: (B, D) batch.
+        y: (B,) int32 labels (-1 unlabelled) or None.
+        key: PRNG key of this step.
+        binarize: draw ``x ~ Bernoulli(x)`` before the step (dynamic binarisation).
+
+    Returns:
+        ``(new_state, loss, metrics)``.
+    """
+    bin_key, loss_key = jax.random.split(key)
+    if binarize:
+        x = jax.random.bernoulli(bin_key, x).astype(x.dtype)
+    model, optimizer = nnx.merge(graphdef, state)
+
+    def loss_fn(m):
+        return m.loss(x, loss_key, y=y)
+
+    (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    metrics = {k: jnp.asarray(v, jnp.float32) for k, v in dict(metrics).items()}
+    return nnx.state((model, optimizer)), loss, metrics
+
+
+train_step = jax.jit(_step, static_argnames=("graphdef", "binarize"))
+"""Jitted :func:`_step` for single-step use (tests, custom loops); :func:`train` scans it."""
+
+
+def _all_finite(tree) -> Array:
+    leaves = [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.asarray(v).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+@partial(jax.jit, static_argnames=("graphdef", "n_batches", "batch_size", "binarize"))
+def _train_epoch(graphdef, state, X, y, key, *, n_batches, batch_size, binarize):
+    """All batch steps of one epoch under ``lax.scan`` (one compiled program)."""
+    perm_key, step_key = jax.random.split(key)
+    idx = jax.random.permutation(perm_key, X.shape[0])[: n_batches * batch_size]
+    idx = idx.reshape(n_batches, batch_size)
+    keys = jax.random.split(step_key, n_batches)
+
+    def body(carry, inp):
+        bidx, k = inp
+        yb = None if y is None else y[bidx]
+        new, loss, metrics = _step(graphdef, carry, X[bidx], yb, k, binarize)
+        return new, (loss, metrics)
+
+    state, (losses, metrics) = jax.lax.scan(body, state, (idx, keys))
+    ok = jnp.all(jnp.isfinite(losses)) & _all_finite(state)
+    return state, losses, metrics, ok
+
+
+@partial(jax.jit, static_argnames=("graphdef", "method", "batch_size", "kwargs"))
+def _evaluate(graphdef, state, X, key, *, method, batch_size, kwargs):
+    n = X.shape[0]
+    n_batches = -(-n // batch_size)
+    pad = n_batches * batch_size - n
+    Xp = jnp.concatenate([X, jnp.broadcast_to(X[:1], (pad, X.shape[1]))], 0) if pad else X
+    Xb = Xp.reshape(n_batches, batch_size, X.shape[1])
+    keys = jax.random.split(key, n_batches)
+    model = nnx.merge(graphdef, state)
+    fn = getattr(model, method)
+
+    def one(inp):
+        xb, k = inp
+        return fn(xb, k, **dict(kwargs))
+
+    out = jax.lax.map(one, (Xb, keys))
+    return out.reshape(n_batches * batch_size, *out.shape[2:])[:n]
+
+
+def evaluate(
+    model: nnx.Module, X, key: Array, *, method: str = "elbo", batch_size: int = 1000,
+    **kwargs: Any,
+) -> Array:
+    """Applies a per-sample method (``elbo``, ``log_marginal``...) over a data set in batches.
+
+    Args:
+        model: model with ``method(x, key, **kwargs) -> (B, ...)``.
+        X: (N, D) data.
+        key: PRNG key (batch ``i`` uses ``split(key, n_batches)[i]``).
+        method: name of the model method.
+        batch_size: evaluation batch size (the last batch is padded and the padding dropped).
+        **kwargs: static keyword arguments of the method (hashable, e.g. ``k=100``).
+
+    Returns:
+        (N, ...) per-sample results.
+    """
+    X = jnp.asarray(X, jnp.float32)
+    graphdef, state = nnx.split(model)
+    bs = int(min(batch_size, X.shape[0]))
+    return _evaluate(graphdef, state, X, _as_key(key), method=method, batch_size=bs,
+                     kwargs=tuple(sorted(kwargs.items())))
+
+
+def evaluate_elbo(model: nnx.Module, X, key: Array, *, batch_size: int = 1000) -> float:
+    """Mean per-sample ELBO of ``model`` on ``X`` (nats)."""
+    return float(jnp.mean(evaluate(model, X, key, method="elbo", batch_size=batch_size)))
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def _as_key(key) -> Array:
+    if isinstance(key, int | np.integer):
+        return jax.random.key(int(key))
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key.astype(jnp.uint32))
+
+
+def _is_key(leaf) -> bool:
+    return jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _leaf_paths(state) -> list[str]:
+    return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+
+
+def save_checkpoint(path: str | os.PathLike, state, *, epoch: int, key: Array,
+                    history: dict[str, list[float]], fingerprint: dict[str, Any]) -> None:
+    """Writes a checkpoint atomically as an ``.npz`` of flattened arrays (no pickle).
+
+    Args:
+        path: destination file.
+        state: pytree of arrays (the ``nnx.State`` of model and optimizer).
+        epoch: number of completed epochs.
+        key: base PRNG key of the run.
+        history: per-epoch lists so far.
+        fingerprint: small dict of ints describing the run (checked on restore).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    leaves = jax.tree.leaves(state)
+    arrays: dict[str, np.ndarray] = {}
+    key_leaves = []
+    for i, leaf in enumerate(leaves):
+        if _is_key(leaf):
+            key_leaves.append(i)
+            leaf = jax.random.key_data(leaf)
+        arrays[f"leaf_{i:05d}"] = np.asarray(leaf)
+    arrays["_paths"] = np.array(_leaf_paths(state), dtype=np.str_)
+    arrays["_key_leaves"] = np.array(key_leaves, dtype=np.int64)
+    arrays["_epoch"] = np.array(epoch, np.int64)
+    arrays["_key"] = np.asarray(jax.random.key_data(key))
+    arrays["_history_names"] = np.array(sorted(history), dtype=np.str_)
+    for name in history:
+        arrays[f"_history/{name}"] = np.asarray(history[name], np.float64)
+    for name, value in fingerprint.items():
+        arrays[f"_fp/{name}"] = np.asarray(value, np.int64)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _first_difference(a: list[str], b: list[str]) -> tuple[str, str]:
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else "<none>"
+        y = b[i] if i < len(b) else "<none>"
+        if x != y:
+            return x, y
+    return "<none>", "<none>"
+
+
+def load_checkpoint(path: str | os.PathLike, like_state):
+    """Reads a checkpoint written by :func:`save_checkpoint` into the structure of ``like_state``.
+
+    Args:
+        path: checkpoint file.
+        like_state: a state of the same structure (from a freshly built model and optimizer).
+
+    Returns:
+        ``(state, epoch, key, history, fingerprint)``.
+
+    Raises:
+        ValueError: the checkpoint does not match the structure, shapes or dtypes.
+    """
+    with np.load(path, allow_pickle=False) as z:
+        paths = list(z["_paths"])
+        expected = _leaf_paths(like_state)
+        if paths != expected:
+            raise ValueError(
+                f"checkpoint {path} does not match the model: {len(paths)} leaves vs "
+                f"{len(expected)} expected (first difference: "
+                f"{_first_difference(paths, expected)})"
+            )
+        key_leaves = set(int(i) for i in z["_key_leaves"])
+        like_leaves, treedef = jax.tree.flatten(like_state)
+        leaves = []
+        for i, like in enumerate(like_leaves):
+            arr = z[f"leaf_{i:05d}"]
+            if i in key_leaves:
+                leaves.append(jax.random.wrap_key_data(jnp.asarray(arr)))
+                continue
+            if arr.shape != tuple(like.shape) or arr.dtype != like.dtype:
+                raise ValueError(f"checkpoint leaf {paths[i]}: {arr.shape} {arr.dtype}, model "
+                                 f"has {like.shape} {like.dtype}")
+            leaves.append(jnp.asarray(arr))
+        epoch = int(z["_epoch"])
+        key = jax.random.wrap_key_data(jnp.asarray(z["_key"]))
+        history = {str(n): [float(v) for v in z[f"_history/{n}"]] for n in z["_history_names"]}
+        fingerprint = {k[4:]: int(z[k]) for k in z.files if k.startswith("_fp/")}
+    return jax.tree.unflatten(treedef, leaves), epoch, key, history, fingerprint
+
+
+# ------------------------------------------------------------------------------------- train
+
+
+def _fmt(d: dict[str, float]) -> dict[str, str]:
+    return {k: f"{v:.4g}" for k, v in d.items()}
+
+
+def train(
+    model: nnx.Module,
+    X,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float | Callable[[Array], Array] = 1e-3,
+    key,
+    y=None,
+    X_val=None,
+    optimizer: optax.GradientTransformation | None = None,
+    binarize: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    progress: bool = True,
+    val_batch_size: int = 1000,
+) -> tuple[nnx.Module, dict[str, list[float]]]:
+    """Trains a model that follows the protocol of this module (``loss`` and ``elbo``).
+
+    Args:
+        model: the ``nnx.Module`` to train; updated in place and returned.
+        X: (N, D) training data (numpy or JAX), float.
+        epochs: total number of epochs (on resume, the run continues up to this number).
+        batch_size: samples per step; each epoch runs ``N // batch_size`` steps over a fresh
+            permutation (the remainder is dropped that epoch; a different one each epoch).
+        learning_rate: Adam learning rate, a float or an optax schedule (step -> rate).
+        key: PRNG key (or an int seed) for shuffling, binarisation and the model's sampling.
+        y: optional (N,) int labels, ``-1`` for unlabelled samples; batched with ``X``.
+        X_val: optional (N_val, D) data; the mean validation ELBO is recorded each epoch.
+        optimizer: optax transformation used instead of ``optax.adam(learning_rate)``.
+        binarize: dynamic binarisation, ``x ~ Bernoulli(x)`` drawn afresh at every step
+            (validation data are binarised once, with a fixed key).
+        checkpoint_dir: folder for ``checkpoint.npz``; None disables checkpoints.
+        checkpoint_every: save after every this many epochs (and after the last one); 0 saves
+            only at the end (when ``checkpoint_dir`` is set).
+        resume: continue from ``checkpoint_dir/checkpoint.npz`` if it exists (parameters,
+            optimizer state, completed epochs, key and history are restored).
+        progress: show a tqdm bar with the loss terms.
+        val_batch_size: batch size of the validation pass.
+
+    Returns:
+        ``(model, history)``: history maps ``"loss"``, every metric the model returns,
+        ``"val_elbo"`` (if ``X_val``), ``"epoch_time_s"`` and ``"steps_per_s"`` to per-epoch
+        lists.
+
+    Raises:
+        FloatingPointError: a non-finite loss or parameter appeared; the model keeps the
+            parameters of the last good epoch and the last checkpoint is left untouched.
+        ValueError: bad arguments, or a checkpoint that does not fit the model or the data.
+
+    Example:
+        >>> import jax, vae_jax
+        >>> from flax import nnx
+        >>> ds = vae_jax.data.load_digits()
+        >>> m = vae_jax.VAE(64, 2, hidden=(16,), rngs=nnx.Rngs(0))
+        >>> m, hist = vae_jax.train(m, ds.X_train, epochs=1, batch_size=64,
+        ...                         key=jax.random.key(0), progress=False)
+        >>> len(hist["loss"])
+        1
+    """
+    X = jnp.asarray(X, jnp.float32)
+    if X.ndim != 2:
+        raise ValueError(f"X must be (N, D), got shape {X.shape}")
+    n = int(X.shape[0])
+    if epochs < 0 or batch_size < 1:
+        raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
+    batch_size = int(min(batch_size, n))
+    n_batches = n // batch_size
+    if y is not None:
+        y = jnp.asarray(y, jnp.int32).reshape(-1)
+        if y.shape[0] != n:
+            raise ValueError(f"y has {y.shape[0]} labels for {n} samples")
+    key = _as_key(key)
+
+    tx = optimizer if optimizer is not None else optax.adam(learning_rate)
+    opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    graphdef, state = nnx.split((model, opt))
+
+    fingerprint = {"n_samples": n, "n_features": int(X.shape[1]), "batch_size": batch_size,
+                   "binarize": int(binarize), "has_labels": int(y is not None)}
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    history: dict[str, list[float]] = {}
+    start = 0
+    if resume and ckpt is not None and ckpt.exists():
+        state, start, saved_key, history, fp = load_checkpoint(ckpt, state)
+        if fp != fingerprint:
+            raise ValueError(f"checkpoint {ckpt} was written for {fp}, this run is {fingerprint}")
+        if not bool(jnp.all(jax.random.key_data(saved_key) == jax.random.key_data(key))):
+            warnings.warn("resume: the checkpoint's key differs from `key`; using the "
+                          "checkpoint's key so the run continues the interrupted one", stacklevel=2)
+        key = saved_key
+
+    X_val_j = None
+    if X_val is not None:
+        X_val_j = jnp.asarray(X_val, jnp.float32)
+        if binarize:
+            X_val_j = jax.random.bernoulli(jax.random.fold_in(key, 2**31 - 1),
+                                           X_val_j).astype(jnp.float32)
+
+    bar = tqdm(total=epochs, initial=start, disable=not progress, desc="train", unit="epoch")
+    try:
+        for epoch in range(start, epochs):
+            ekey = jax.random.fold_in(key, epoch)
+            t0 = time.perf_counter()
+            new_state, losses, metrics, ok = _train_epoch(
+                graphdef, state, X, y, ekey, n_batches=n_batches, batch_size=batch_size,
+                binarize=bool(binarize))
+            ok = bool(ok)
+            dt = time.perf_counter() - t0
+            if not ok:
+                bad = np.flatnonzero(~np.isfinite(np.asarray(losses)))
+                where = f"at step {int(bad[0])} of epoch {epoch}" if bad.size else \
+                    f"in the parameters after epoch {epoch}"
+                raise FloatingPointError(
+                    f"non-finite loss {where}; training stopped, the model keeps the parameters "
+                    f"of epoch {epoch} start" + (f" and {ckpt} is the last good checkpoint"
+                                                 if ckpt is not None and ckpt.exists() else "")
+                    + " (lower the learning rate or check the data range)")
+            state = new_state
+            row = {"loss": float(jnp.mean(losses))}
+            row.update({k: float(jnp.mean(v)) for k, v in metrics.items() if k != "loss"})
+            if X_val_j is not None:
+                vmodel, _ = nnx.merge(graphdef, state)
+                row["val_elbo"] = evaluate_elbo(vmodel, X_val_j, jax.random.fold_in(ekey, 1),
+                                                batch_size=val_batch_size)
+            row["epoch_time_s"] = dt
+            row["steps_per_s"] = n_batches / dt
+            for k, v in row.items():
+                history.setdefault(k, []).append(v)
+            done = epoch + 1
+            if ckpt is not None and (done == epochs or
+                                     (checkpoint_every and done % checkpoint_every == 0)):
+                save_checkpoint(ckpt, state, epoch=done, key=key, history=history,
+                                fingerprint=fingerprint)
+            bar.set_postfix(_fmt({k: v for k, v in row.items()
+                                  if k not in ("epoch_time_s",)}), refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+        new_model, _ = nnx.merge(graphdef, state)
+        nnx.update(model, nnx.state(new_model))
+    return model, history
