@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax import covariance as cov
+from gmm_jax import natural
 from gmm_jax import validation
 from gmm_jax.density import log_prob_components
 from gmm_jax.init import check_init, initial_responsibilities
@@ -86,6 +87,7 @@ def e_step(
     sample_weight: Array | None = None,
     shift: Array | None = None,
     chunk_size: int | None = None,
+    method: str = "auto",
 ) -> tuple[SuffStats, Array]:
     """E-step: responsibilities under ``params`` reduced to sufficient statistics.
 
@@ -98,6 +100,10 @@ def e_step(
             chunk and device).
         chunk_size: process X in chunks of this many rows under ``lax.scan`` (static); memory is
             then O(chunk_size * K * D). None picks a size from the shapes.
+        method: ``"auto"`` (default), ``"natural"`` or ``"direct"`` (static). ``"natural"`` computes
+            the log-densities and statistics of each chunk as two GEMMs on features
+            ``[quad(y), y, 1]`` (``gmm_jax.natural``; full, diag, spherical); ``"direct"`` is the
+            reference form of ``gmm_jax.covariance``. ``"auto"`` picks natural where available.
 
     Returns:
         (stats, mean_log_likelihood): the statistics and the weighted mean per-sample
@@ -118,8 +124,15 @@ def e_step(
     if shift is None:
         shift = default_shift(params).astype(X.dtype)
     size = _auto_chunk(n, k, d) if chunk_size is None else int(chunk_size)
+    _batch = _e_step_batch
+    if natural.choose_method(method, params.covariance_type) == "natural":
+        theta = natural.natural_parameters(params, shift).astype(X.dtype)  # once, not per chunk
+
+        def _batch(p, x, w_, s):
+            return natural.e_step_batch_theta(theta, x, w_, s, p.covariance_type)
+
     if size >= n:
-        stats, sum_ll = _e_step_batch(params, X, w, shift)
+        stats, sum_ll = _batch(params, X, w, shift)
     else:
         n_chunks = -(-n // size)
         pad = n_chunks * size - n
@@ -127,11 +140,11 @@ def e_step(
         wp = jnp.pad(w, (0, pad)).reshape(n_chunks, size)
 
         def body(acc, chunk):
-            s, l = _e_step_batch(params, chunk[0], chunk[1], shift)
+            s, l = _batch(params, chunk[0], chunk[1], shift)
             return jax.tree.map(jnp.add, acc, (s, l)), None
 
         zero = jax.tree.map(
-            jnp.zeros_like, jax.eval_shape(lambda: _e_step_batch(params, Xp[0], wp[0], shift))
+            jnp.zeros_like, jax.eval_shape(lambda: _batch(params, Xp[0], wp[0], shift))
         )
         (stats, sum_ll), _ = jax.lax.scan(body, zero, (Xp, wp))
         stats = stats._replace(shift=shift)
