@@ -20,15 +20,21 @@ from vae_jax.train import (
     train_step,
 )
 from vae_jax.vae import VAE, elbo, importance_weighted_log_likelihood
+from vae_jax.gmvae import GMVAE  # noqa: E402  (issue 6)
+from vae_jax.inference import cluster, generate  # noqa: E402
+from vae_jax.m2 import M2  # noqa: E402
 
 __all__ = [
-    # "M2" and "GMVAE" are added by vae_jax/m2.py and vae_jax/gmvae.py (issue 6).
+    "GMVAE",
+    "M2",
     "VAE",
+    "cluster",
     "clustering_accuracy",
     "data",
     "elbo",
     "evaluate",
     "evaluate_elbo",
+    "generate",
     "importance_weighted_log_likelihood",
     "load_checkpoint",
     "losses",
