@@ -74,15 +74,20 @@ def covariances_from_stats(
         covariances in the type's shape.
     """
     d = rel_means.shape[-1]
+    # Exact second central moment about m = Fk / nk with the floored nk:
+    # sum_n r_nk (y_n - m)(y_n - m)^T / nk = Sk / nk - (2 - Nk / nk) m m^T. Dropping the factor
+    # errs by (nk - Nk) / nk * m m^T, which swamps a light, tight component far from the shift.
+    corr = 2.0 - stats.Nk / nk
     if covariance_type == "full":
-        cov = stats.Sk / nk[:, None, None] - rel_means[:, :, None] * rel_means[:, None, :]
+        cov = stats.Sk / nk[:, None, None] - corr[:, None, None] * (
+            rel_means[:, :, None] * rel_means[:, None, :])
         return _symmetrize(cov) + reg_covar * jnp.eye(d, dtype=cov.dtype)
     if covariance_type == "tied":
         total = jnp.sum(nk)
         between = jnp.einsum("k,kd,ke->de", nk, rel_means, rel_means)
         cov = (stats.Sk - between) / total
         return _symmetrize(cov) + reg_covar * jnp.eye(d, dtype=cov.dtype)
-    var = stats.Sk / nk[:, None] - rel_means**2 + reg_covar
+    var = stats.Sk / nk[:, None] - corr[:, None] * rel_means**2 + reg_covar
     if covariance_type == "diag":
         return var
     return jnp.mean(var, axis=-1)  # spherical
