@@ -16,10 +16,37 @@ from gmm_jax.density import (
 from gmm_jax.em import check_monotone, e_step, fit, m_step, stats_from_responsibilities
 from gmm_jax.kmeans import kmeans, kmeans_plusplus
 from gmm_jax.types import COVARIANCE_TYPES, FitResult, GMMParams, KMeansResult, SuffStats
+from gmm_jax.classifier import ClassifierParams, fit_classifier  # noqa: E402
+from gmm_jax.interop import from_numpyro, to_numpyro  # noqa: E402
+from gmm_jax.io import load, save  # noqa: E402
+from gmm_jax.sampling import sample, sample_component  # noqa: E402
+from gmm_jax.selection import (  # noqa: E402
+    Selection,
+    aic,
+    bic,
+    heldout_log_likelihood,
+    select_n_components,
+)
+from gmm_jax.sklearn import GMMClassifier, GaussianMixture  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClassifierParams",
+    "GMMClassifier",
+    "GaussianMixture",
+    "Selection",
+    "aic",
+    "bic",
+    "fit_classifier",
+    "from_numpyro",
+    "heldout_log_likelihood",
+    "load",
+    "sample",
+    "sample_component",
+    "save",
+    "select_n_components",
+    "to_numpyro",
     "COVARIANCE_TYPES",
     "FitResult",
     "GMMParams",

@@ -15,6 +15,14 @@ import numpy as np
 from gmm_jax.covariance import check_covariance_type, covariance_shape
 
 
+class DataTypeError(TypeError, ValueError):
+    """Data of a kind gmm_jax cannot use (complex, sparse).
+
+    It is both a ``TypeError`` and a ``ValueError`` so callers following either convention
+    (NumPy's or scikit-learn's) catch it.
+    """
+
+
 def float_dtype(dtype=None) -> np.dtype:
     """The floating dtype JAX will compute in: float64 only when x64 is enabled."""
     if dtype is not None and np.issubdtype(dtype, np.floating) and np.dtype(dtype).itemsize >= 8:
@@ -40,6 +48,11 @@ def check_array(X, *, min_samples: int = 1, name: str = "X", n_features: int | N
     """
     if isinstance(X, jax.Array):
         X = np.asarray(X)
+    if _is_sparse(X):
+        raise DataTypeError(
+            f"Sparse data was passed as {name} ({type(X).__name__}), but gmm_jax needs dense "
+            "data: a sparse matrix or sparse array is not supported. Convert it with X.toarray()."
+        )
     try:
         arr = np.asarray(X)
     except Exception as err:  # ragged lists and the like
@@ -58,13 +71,19 @@ def check_array(X, *, min_samples: int = 1, name: str = "X", n_features: int | N
             "Encode strings or categories numerically first."
         )
     if np.issubdtype(arr.dtype, np.complexfloating):
-        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}.")
+        raise DataTypeError(
+            f"Complex data not supported: {name} must be real-valued, got dtype {arr.dtype}."
+        )
     if arr.ndim != 2:
-        hint = " Reshape 1-D data with X.reshape(-1, 1)." if arr.ndim == 1 else ""
+        hint = (" Reshape your data with X.reshape(-1, 1) if it has a single feature or "
+                "X.reshape(1, -1) if it is a single sample." if arr.ndim == 1 else "")
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}.{hint}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); it needs at least one sample and "
-                         "one feature.")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: found array with 0 sample(s) (shape={arr.shape}) "
+                         "while a minimum of 1 is required.")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty: found array with 0 feature(s) (shape={arr.shape}) "
+                         "while a minimum of 1 is required.")
     target = np.dtype(dtype) if dtype is not None else float_dtype(arr.dtype)
     if arr.dtype != target:
         arr = arr.astype(target)
@@ -85,6 +104,14 @@ def check_array(X, *, min_samples: int = 1, name: str = "X", n_features: int | N
             "(n_components must not exceed n_samples)."
         )
     return arr
+
+
+def _is_sparse(X) -> bool:
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return False
+    return sp.issparse(X)
 
 
 def check_positive_int(value, name: str) -> int:
@@ -187,3 +214,48 @@ def check_sample_weight(sample_weight, n_samples: int, dtype) -> np.ndarray | No
     if np.sum(w) <= 0:
         raise ValueError("sample_weight sums to zero; at least one sample needs positive weight.")
     return w
+
+
+def key_from_random_state(random_state):
+    """A JAX PRNG key from scikit-learn's ``random_state`` conventions.
+
+    Args:
+        random_state: None (fresh OS entropy on every call), an int seed (the same key on every
+            call), a ``np.random.Generator`` or ``np.random.RandomState`` (one draw from it, so
+            successive calls differ but the sequence is reproducible), or a JAX key (used as is).
+
+    Returns:
+        a typed ``jax.random.key``.
+
+    Raises:
+        TypeError: for any other type; ValueError: for a negative or too large seed.
+
+    Example:
+        >>> import numpy as np
+        >>> from gmm_jax.validation import key_from_random_state
+        >>> k = key_from_random_state(np.random.default_rng(0))
+        >>> k.shape
+        ()
+    """
+    if random_state is None:
+        seed = int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
+    elif isinstance(random_state, bool):
+        raise TypeError(f"random_state must be None, an int or a numpy Generator, got "
+                        f"{random_state!r}.")
+    elif isinstance(random_state, numbers.Integral):
+        seed = int(random_state)
+        if not 0 <= seed < 2**32:
+            raise ValueError(f"random_state must be an int in [0, 2**32 - 1], got {seed}.")
+    elif isinstance(random_state, np.random.Generator):
+        seed = int(random_state.integers(0, 2**32, dtype=np.uint64))
+    elif isinstance(random_state, np.random.RandomState):
+        seed = int(random_state.randint(0, 2**32, dtype=np.uint64))
+    elif isinstance(random_state, (jax.Array, np.ndarray)):
+        return check_key(random_state)
+    else:
+        raise TypeError(
+            "random_state must be None, an int, a numpy Generator/RandomState or a JAX key, got "
+            f"{type(random_state).__name__}."
+        )
+    # uint32 seeds keep keys identical with and without x64.
+    return jax.random.key(np.uint32(seed))

@@ -1,0 +1,519 @@
+"""scikit-learn estimators over the functional core: ``GaussianMixture`` and ``GMMClassifier``.
+
+The estimators are thin: ``fit`` validates on the host and calls :func:`gmm_jax.fit`; every other
+method builds ``GMMParams`` from the fitted attributes and calls a module-level jitted function
+of the core (nothing jitted closes over ``self``). Attributes are NumPy arrays with
+scikit-learn's names, shapes and meanings, so fitted estimators pickle, clone and compare like
+scikit-learn's.
+
+Precision: scikit-learn computes in float64. To match it, float64 input (and int, bool, lists,
+which scikit-learn converts to float64) is fitted and scored in float64 inside a local
+``jax.enable_x64(True)`` context, whatever the global JAX setting; float32 input stays float32
+(the fast path on accelerators). Every computation centres the data on the mixture mean first, so
+float32 data far from the origin keep their precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from gmm_jax import covariance as cov
+from gmm_jax import io as gio
+from gmm_jax import validation
+from gmm_jax.density import log_likelihood, log_prob_components
+from gmm_jax.em import fit as core_fit
+from gmm_jax.init import INIT_METHODS
+from gmm_jax.sampling import sample as core_sample
+from gmm_jax.types import GMMParams
+
+__all__ = ["GMMClassifier", "GaussianMixture"]
+
+
+# ----------------------------------------------------------------------------- jitted core calls
+def _centred(params: GMMParams, X):
+    shift = params.weights @ params.means
+    return params._replace(means=params.means - shift), X - shift
+
+
+@jax.jit
+def _score_samples_program(params: GMMParams, X):
+    p, Xc = _centred(params, X)
+    return log_likelihood(p, Xc)
+
+
+@jax.jit
+def _log_resp_program(params: GMMParams, X):
+    p, Xc = _centred(params, X)
+    lp = log_prob_components(p, Xc)
+    return lp - jax.nn.logsumexp(lp, axis=-1, keepdims=True)
+
+
+@contextlib.contextmanager
+def _precision(dtype):
+    """float64 computations need x64; enable it locally for them."""
+    if np.dtype(dtype) == np.float64:
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def _compute_dtype(X) -> np.dtype:
+    """float32 stays float32; everything else (float64, ints, bools, objects) becomes float64."""
+    dt = getattr(X, "dtype", None)
+    if isinstance(dt, np.dtype) and np.issubdtype(dt, np.floating) and dt.itemsize <= 4:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _check_params(est) -> None:
+    validation.check_positive_int(est.n_components, "n_components")
+    cov.check_covariance_type(est.covariance_type)
+    validation.check_nonneg_float(est.tol, "tol")
+    validation.check_nonneg_float(est.reg_covar, "reg_covar")
+    validation.check_positive_int(est.max_iter, "max_iter")
+    validation.check_positive_int(est.n_init, "n_init")
+    if est.init_params not in INIT_METHODS:
+        raise ValueError(f"init_params must be one of {INIT_METHODS}, got {est.init_params!r}.")
+    if not isinstance(est.warm_start, (bool, np.bool_)):
+        raise TypeError(f"warm_start must be a bool, got {est.warm_start!r}.")
+
+
+# ----------------------------------------------------------------------------- GaussianMixture
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by compiled EM; a drop-in for ``sklearn.mixture.GaussianMixture``.
+
+    Same parameters, methods and fitted attributes as scikit-learn's estimator, same shapes for
+    the four covariance types. Restarts (``n_init``) run in parallel under ``vmap``. Differences:
+    ``fit`` accepts ``sample_weight``; ``init_params`` also accepts ``"lbg"``; ``max_iter`` must be
+    >= 1; with ``warm_start`` the first EM step of a refit is compared with ``-inf`` rather than
+    the previous ``lower_bound_`` (so a refit runs at least two iterations); collapsed components
+    are re-seeded inside EM instead of raising. float64 input is computed in float64 (see the
+    module docstring).
+
+    Args:
+        n_components: number of mixture components K.
+        covariance_type: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+        tol: stop when the mean log-likelihood changes by less than this.
+        reg_covar: non-negative value added to covariance diagonals.
+        max_iter: maximum EM iterations per initialisation.
+        n_init: number of initialisations; the best lower bound is kept.
+        init_params: ``"kmeans"``, ``"k-means++"``, ``"random"``, ``"random_from_data"`` or
+            ``"lbg"``.
+        weights_init: optional (K,) initial weights.
+        means_init: optional (K, D) initial means.
+        precisions_init: optional initial precisions (shape by covariance type).
+        random_state: None, int, ``np.random.Generator``/``RandomState`` or a JAX key.
+        warm_start: reuse the previous solution as the initialisation of the next ``fit``.
+        verbose: print a one-line summary after each fit when > 0.
+
+    Attributes:
+        weights_: (K,). means_: (K, D). covariances_, precisions_, precisions_cholesky_: shape by
+        type ((K, D, D) full, (D, D) tied, (K, D) diag, (K,) spherical). converged_: bool.
+        n_iter_: int. lower_bound_: float, mean log-likelihood at the last E-step.
+        lower_bounds_: list of the per-iteration lower bounds. n_features_in_: int.
+        n_repaired_: number of collapsed components re-seeded during the fit.
+
+    Example:
+        >>> import numpy as np
+        >>> from gmm_jax import GaussianMixture
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.r_[rng.normal(-3, 1, (100, 2)), rng.normal(3, 1, (100, 2))]
+        >>> gm = GaussianMixture(2, random_state=0).fit(X)
+        >>> gm.means_.shape, gm.predict(X[:3]).shape
+        ((2, 2), (3,))
+    """
+
+    def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
+                 max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
+                 means_init=None, precisions_init=None, random_state=None, warm_start=False,
+                 verbose=0):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    # -- input handling ---------------------------------------------------------------------
+    def _validate_X(self, X, *, reset: bool, min_samples: int = 1):
+        if reset:
+            dtype = _compute_dtype(X)
+        else:
+            dtype = np.dtype(self.means_.dtype)
+        arr = validation.check_array(X, min_samples=min_samples, dtype=dtype)
+        # n_features_in_ / feature_names_in_ bookkeeping and scikit-learn's mismatch message.
+        validate_data(self, X, reset=reset, skip_check_array=True)
+        return arr
+
+    def _params(self) -> GMMParams:
+        """The fitted parameters as a ``GMMParams`` pytree (call inside ``_precision``)."""
+        check_is_fitted(self)
+        return GMMParams(
+            weights=jnp.asarray(self.weights_), means=jnp.asarray(self.means_),
+            covariances=jnp.asarray(self.covariances_),
+            precisions_cholesky=jnp.asarray(self.precisions_cholesky_),
+            covariance_type=self.covariance_type,
+        )
+
+    @property
+    def params_(self) -> GMMParams:
+        """Fitted parameters as ``gmm_jax.GMMParams`` (for the functional API)."""
+        with _precision(self.means_.dtype):
+            return self._params()
+
+    def _set_from_params(self, params: GMMParams) -> None:
+        ct = params.covariance_type
+        self.weights_ = np.asarray(params.weights)
+        self.means_ = np.asarray(params.means)
+        self.covariances_ = np.asarray(params.covariances)
+        self.precisions_cholesky_ = np.asarray(params.precisions_cholesky)
+        self.precisions_ = np.asarray(cov.precisions_from_cholesky(params.precisions_cholesky, ct))
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, X, y=None, sample_weight=None):
+        """Estimates the parameters with EM.
+
+        Args:
+            X: (N, D) array-like.
+            y: ignored.
+            sample_weight: optional (N,) non-negative weights.
+
+        Returns:
+            self.
+        """
+        self._fit(X, sample_weight)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fits, then returns the (N,) component labels of ``X`` (as ``fit(X).predict(X)``)."""
+        Xa = self._fit(X, sample_weight)
+        with _precision(self.means_.dtype):
+            lr = np.asarray(_log_resp_program(self._params(), jnp.asarray(Xa)))
+        return np.argmax(lr, axis=1)
+
+    def _fit(self, X, sample_weight):
+        _check_params(self)
+        fitted = hasattr(self, "converged_")
+        do_init = not (self.warm_start and fitted)
+        if not do_init:
+            Xa = self._validate_X(X, reset=False, min_samples=self.n_components)
+        else:
+            Xa = self._validate_X(X, reset=True, min_samples=self.n_components)
+        dtype = Xa.dtype
+        if do_init:
+            n_init = self.n_init
+            w0, m0, p0 = self.weights_init, self.means_init, self.precisions_init
+        else:
+            if self.means_.shape[0] != self.n_components:
+                raise ValueError(
+                    "warm_start=True cannot change n_components from "
+                    f"{self.means_.shape[0]} to {self.n_components}; refit with warm_start=False."
+                )
+            n_init = 1
+            w0, m0, p0 = self.weights_, self.means_, self.precisions_
+        key = validation.key_from_random_state(self.random_state)
+        with _precision(dtype):
+            res = core_fit(
+                key, Xa, self.n_components, covariance_type=self.covariance_type,
+                max_iter=self.max_iter, tol=self.tol, n_init=n_init, init=self.init_params,
+                reg_covar=self.reg_covar, weights_init=w0, means_init=m0, precisions_init=p0,
+                sample_weight=sample_weight,
+            )
+            self._set_from_params(res.params)
+            n_iter = int(res.n_iter)
+            self.converged_ = bool(res.converged)
+            self.n_iter_ = n_iter
+            self.lower_bound_ = float(res.log_likelihood)
+            self.lower_bounds_ = [float(v) for v in np.asarray(res.history[:n_iter])]
+            self.n_repaired_ = int(res.n_repaired)
+        if self.verbose:
+            print(f"GaussianMixture: n_iter={n_iter} lower_bound={self.lower_bound_:.6g} "
+                  f"converged={self.converged_} repaired={self.n_repaired_}")
+        if not self.converged_:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init parameters, "
+                "or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning, stacklevel=3,
+            )
+        return Xa
+
+    # -- inference ----------------------------------------------------------------------------
+    def score_samples(self, X):
+        """(N,) log-density ``log p(x_n)`` of each sample."""
+        check_is_fitted(self)
+        Xa = self._validate_X(X, reset=False)
+        with _precision(self.means_.dtype):
+            return np.asarray(_score_samples_program(self._params(), jnp.asarray(Xa)))
+
+    def score(self, X, y=None):
+        """Mean per-sample log-likelihood of ``X``."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X):
+        """(N, K) posterior probability of each component."""
+        check_is_fitted(self)
+        Xa = self._validate_X(X, reset=False)
+        with _precision(self.means_.dtype):
+            lr = np.asarray(_log_resp_program(self._params(), jnp.asarray(Xa)))
+        return np.exp(lr)
+
+    def predict(self, X):
+        """(N,) index of the most probable component of each sample."""
+        check_is_fitted(self)
+        Xa = self._validate_X(X, reset=False)
+        with _precision(self.means_.dtype):
+            lr = np.asarray(_log_resp_program(self._params(), jnp.asarray(Xa)))
+        return np.argmax(lr, axis=1)
+
+    def sample(self, n_samples=1):
+        """Draws samples; like scikit-learn, they come grouped by component.
+
+        Args:
+            n_samples: number of samples (>= 1).
+
+        Returns:
+            (X, y): X (n_samples, D) and y (n_samples,) component labels, sorted by label.
+        """
+        check_is_fitted(self)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) \
+                or n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least "
+                "one sample."
+            )
+        key = validation.key_from_random_state(self.random_state)
+        with _precision(self.means_.dtype):
+            X, y = core_sample(key, self._params(), int(n_samples))
+            X, y = np.asarray(X), np.asarray(y)
+        order = np.argsort(y, kind="stable")
+        return X[order], y[order].astype(np.int64)
+
+    def _n_parameters(self) -> int:
+        _, d = self.means_.shape
+        return cov.n_parameters(self.covariance_type, self.n_components, d)
+
+    def bic(self, X):
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        from gmm_jax.selection import bic
+
+        check_is_fitted(self)
+        Xa = self._validate_X(X, reset=False)
+        with _precision(self.means_.dtype):
+            return bic(self._params(), Xa)
+
+    def aic(self, X):
+        """Akaike information criterion on ``X`` (lower is better)."""
+        from gmm_jax.selection import aic
+
+        check_is_fitted(self)
+        Xa = self._validate_X(X, reset=False)
+        with _precision(self.means_.dtype):
+            return aic(self._params(), Xa)
+
+    # -- persistence --------------------------------------------------------------------------
+    _FIT_ATTRS = ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_",
+                  "n_repaired_")
+
+    def save(self, path) -> None:
+        """Saves the fitted estimator (parameters, hyper-parameters, fit info) as .npz, no pickle.
+
+        Example:
+            >>> import numpy as np, tempfile, os
+            >>> from gmm_jax import GaussianMixture
+            >>> X = np.random.default_rng(0).normal(size=(50, 2))
+            >>> gm = GaussianMixture(2, random_state=0).fit(X)
+            >>> path = os.path.join(tempfile.mkdtemp(), "gm.npz")
+            >>> gm.save(path)
+            >>> np.allclose(GaussianMixture.load(path).score_samples(X), gm.score_samples(X))
+            True
+        """
+        check_is_fitted(self)
+        hyper = {}
+        for name, value in self.get_params(deep=False).items():
+            if isinstance(value, np.ndarray) or (value is not None and not isinstance(
+                    value, (bool, int, float, str, np.integer, np.floating))):
+                value = None if name == "random_state" else np.asarray(value).tolist()
+            elif isinstance(value, np.generic):
+                value = value.item()
+            hyper[name] = value
+        info = {a: getattr(self, a) for a in self._FIT_ATTRS if hasattr(self, a)}
+        extra = {"estimator": "GaussianMixture", "hyper": hyper, "fit": info}
+        if hasattr(self, "feature_names_in_"):
+            extra["feature_names_in"] = [str(n) for n in self.feature_names_in_]
+        with _precision(self.means_.dtype):
+            gio.save(path, self._params(), metadata=extra)
+
+    @classmethod
+    def load(cls, path) -> GaussianMixture:
+        """Loads an estimator written by :meth:`save` (or builds one from a params file)."""
+        params, meta = gio.load(path, return_metadata=True)
+        hyper = dict(meta.get("hyper", {}))
+        hyper.setdefault("n_components", int(params.means.shape[0]))
+        hyper["covariance_type"] = params.covariance_type
+        est = cls(**{k: v for k, v in hyper.items() if k in cls._get_param_names()})
+        est._set_from_params(params)
+        fit_info = meta.get("fit", {})
+        est.converged_ = bool(fit_info.get("converged_", True))
+        est.n_iter_ = int(fit_info.get("n_iter_", 0))
+        est.lower_bound_ = float(fit_info.get("lower_bound_", np.nan))
+        est.lower_bounds_ = list(fit_info.get("lower_bounds_", []))
+        est.n_features_in_ = int(params.means.shape[1])
+        est.n_repaired_ = int(fit_info.get("n_repaired_", 0))
+        if "feature_names_in" in meta:
+            est.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
+        return est
+
+
+# ----------------------------------------------------------------------------- GMMClassifier
+class GMMClassifier(ClassifierMixin, BaseEstimator):
+    """Class-conditional Gaussian mixture classifier.
+
+    Fits one mixture per class (``gmm_jax.classifier.fit_classifier``) and predicts
+    ``argmax_c log p(x | c) + log p(c)``.
+
+    Args:
+        n_components: components per class.
+        covariance_type, tol, reg_covar, max_iter, n_init, init_params, random_state: as in
+            :class:`GaussianMixture`, used for every class.
+        priors: optional (C,) class priors; default the class frequencies.
+
+    Attributes:
+        classes_: (C,) class labels. class_log_prior_: (C,). weights_ (C, K), means_ (C, K, D),
+        covariances_, precisions_cholesky_ (leading axis C, then the per-class shapes),
+        converged_ (C,) bool, n_features_in_.
+
+    Example:
+        >>> import numpy as np
+        >>> from gmm_jax import GMMClassifier
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.r_[rng.normal(-3, 1, (60, 2)), rng.normal(3, 1, (60, 2))]
+        >>> y = np.r_[np.zeros(60), np.ones(60)]
+        >>> clf = GMMClassifier(2, random_state=0).fit(X, y)
+        >>> float(clf.score(X, y)) > 0.95
+        True
+    """
+
+    def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
+                 max_iter=100, n_init=1, init_params="kmeans", random_state=None, priors=None):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.random_state = random_state
+        self.priors = priors
+
+    def fit(self, X, y, sample_weight=None):
+        """Fits one mixture per class.
+
+        Args:
+            X: (N, D) array-like. y: (N,) class labels. sample_weight: optional (N,).
+
+        Returns:
+            self.
+        """
+        from sklearn.utils.multiclass import check_classification_targets
+
+        from gmm_jax import classifier as clf_core
+
+        _check_params(_ClassifierParamView(self))
+        dtype = _compute_dtype(X)
+        Xa = validation.check_array(X, dtype=dtype)
+        validate_data(self, X, reset=True, skip_check_array=True)
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn("A column-vector y was passed when a 1d array was expected.",
+                          __import__("sklearn").exceptions.DataConversionWarning, stacklevel=2)
+            y = y.ravel()
+        if y.ndim != 1 or y.shape[0] != Xa.shape[0]:
+            raise ValueError(f"y must have shape ({Xa.shape[0]},), got {y.shape}.")
+        check_classification_targets(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        key = validation.key_from_random_state(self.random_state)
+        with _precision(dtype):
+            model = clf_core.fit_classifier(
+                key, Xa, y_idx, self.n_components, n_classes=len(self.classes_),
+                covariance_type=self.covariance_type, max_iter=self.max_iter, tol=self.tol,
+                n_init=self.n_init, init=self.init_params, reg_covar=self.reg_covar,
+                sample_weight=sample_weight, priors=self.priors,
+            )
+            p = model.params
+            self.weights_ = np.asarray(p.weights)
+            self.means_ = np.asarray(p.means)
+            self.covariances_ = np.asarray(p.covariances)
+            self.precisions_cholesky_ = np.asarray(p.precisions_cholesky)
+            self.class_log_prior_ = np.asarray(model.class_log_prior)
+            self.converged_ = np.asarray(model.converged)
+        if not np.all(self.converged_):
+            warnings.warn("The mixture of at least one class did not converge; increase max_iter "
+                          "or tol.", ConvergenceWarning, stacklevel=2)
+        return self
+
+    def _model(self):
+        from gmm_jax.classifier import ClassifierParams
+
+        check_is_fitted(self)
+        return ClassifierParams(
+            params=GMMParams(jnp.asarray(self.weights_), jnp.asarray(self.means_),
+                             jnp.asarray(self.covariances_),
+                             jnp.asarray(self.precisions_cholesky_), self.covariance_type),
+            class_log_prior=jnp.asarray(self.class_log_prior_),
+            converged=jnp.asarray(self.converged_),
+        )
+
+    def _joint(self, X):
+        from gmm_jax.classifier import joint_log_likelihood
+
+        check_is_fitted(self)
+        Xa = validation.check_array(X, dtype=np.dtype(self.means_.dtype))
+        validate_data(self, X, reset=False, skip_check_array=True)
+        with _precision(self.means_.dtype):
+            return np.asarray(joint_log_likelihood(self._model(), jnp.asarray(Xa)))
+
+    def predict_log_proba(self, X):
+        """(N, C) ``log p(c | x)``."""
+        j = self._joint(X)
+        m = np.max(j, axis=1, keepdims=True)
+        return j - (m + np.log(np.sum(np.exp(j - m), axis=1, keepdims=True)))
+
+    def predict_proba(self, X):
+        """(N, C) ``p(c | x)``."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X):
+        """(N,) most probable class of each sample."""
+        return self.classes_[np.argmax(self._joint(X), axis=1)]
+
+
+class _ClassifierParamView:
+    """Adapts GMMClassifier's parameters to ``_check_params``."""
+
+    def __init__(self, est):
+        self.n_components = est.n_components
+        self.covariance_type = est.covariance_type
+        self.tol = est.tol
+        self.reg_covar = est.reg_covar
+        self.max_iter = est.max_iter
+        self.n_init = est.n_init
+        self.init_params = est.init_params
+        self.warm_start = False
+
