@@ -14,7 +14,7 @@ results).
 Usage::
 
     python benchmarks/bench_clustering.py --dataset digits --seeds 3
-    python benchmarks/bench_clustering.py --dataset fashion --seeds 3 --methods kmeans,gmvae_marginal
+    python benchmarks/bench_clustering.py --dataset fashion --methods kmeans,gmvae_marginal
     python benchmarks/bench_clustering.py --quick          # smoke run, tiny epochs
 """
 
@@ -52,8 +52,8 @@ CONFIG = {
     "digits": dict(hidden=(256, 256), latent_dim=5, w_dim=5, batch_size=64, lr=1e-3,
                    pretrain_epochs=100, epochs=100, pretrain_noise=0.1, m2_epochs=100,
                    m2_latent=8, labels_per_class=10),
-    "fashion": dict(hidden=(512, 256), latent_dim=10, w_dim=10, batch_size=128, lr=1e-3,
-                    pretrain_epochs=30, epochs=40, pretrain_noise=0.1, m2_epochs=40,
+    "fashion": dict(hidden=(256, 256), latent_dim=10, w_dim=10, batch_size=128, lr=1e-3,
+                    pretrain_epochs=20, epochs=20, pretrain_noise=0.1, m2_epochs=10,
                     m2_latent=16, labels_per_class=100),
 }
 
@@ -96,7 +96,7 @@ def run_gmm(d, seed, cfg, args, cov, use_pca):
     reg = 1e-2 if not use_pca else 1e-3
     res = gmm_jax.fit(jax.random.key(seed), jnp.asarray(X_tr), 10, covariance_type=cov,
                       n_init=1 if cov == "full" and not use_pca and X_tr.shape[1] > 100 else 3,
-                      max_iter=100 if X_tr.shape[1] <= 100 else 30, reg_covar=reg)
+                      max_iter=100 if X_tr.shape[1] <= 100 else 20, reg_covar=reg)
     pred = np.asarray(gmm_jax.predict(res.params, jnp.asarray(X_te)))
     ll = float(jnp.mean(gmm_jax.log_likelihood(res.params, jnp.asarray(X_te))))
     return dict(**scores(y_te, pred), test_elbo=float("nan"), test_loglik_features=ll)
@@ -155,8 +155,8 @@ def main(argv=None):
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--epochs", type=int, default=None, help="override ELBO epochs")
     p.add_argument("--pretrain-epochs", type=int, default=None)
-    p.add_argument("--fashion-train", type=int, default=10000)
-    p.add_argument("--fashion-test", type=int, default=2000)
+    p.add_argument("--fashion-train", type=int, default=4000)
+    p.add_argument("--fashion-test", type=int, default=1000)
     p.add_argument("--quick", action="store_true", help="tiny epochs, 1 seed (smoke test)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -195,7 +195,8 @@ def main(argv=None):
                                  out / f"grid_{name}_{method}{args.tag}.png",
                                  image_shape=d[4], n_per_cluster=10,
                                  title=f"{method} on {name}: one row per cluster")
-            summary = {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs])))
+            summary = {k: (float(np.mean([r[k] for r in runs])),
+                           float(np.std([r[k] for r in runs])))
                        for k in ("acc", "nmi", "test_elbo", "wall_s")}
             results[method] = dict(runs=runs, mean_std=summary)
         meta = dict(dataset=name, data=d[5], n_train=int(d[0].shape[0]),

@@ -10,6 +10,9 @@ Model protocol used by :func:`train`: an ``nnx.Module`` with
 """
 
 from vae_jax import data, losses, metrics, nets
+from vae_jax.gmvae import GMVAE
+from vae_jax.inference import cluster, generate
+from vae_jax.m2 import M2
 from vae_jax.metrics import clustering_accuracy, normalized_mutual_info, purity
 from vae_jax.train import (
     evaluate,
@@ -20,9 +23,6 @@ from vae_jax.train import (
     train_step,
 )
 from vae_jax.vae import VAE, elbo, importance_weighted_log_likelihood
-from vae_jax.gmvae import GMVAE  # noqa: E402  (issue 6)
-from vae_jax.inference import cluster, generate  # noqa: E402
-from vae_jax.m2 import M2  # noqa: E402
 
 __all__ = [
     "GMVAE",

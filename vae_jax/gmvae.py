@@ -120,6 +120,9 @@ class GMVAE(nnx.Module):
         free_bits: information cut-off lambda (nats) on the KL of the cluster variable.
         beta: weight of the latent KL terms (``kl_x``, ``kl_w``) in the training loss; 1 is
             the ELBO, larger values pull the codes harder onto the mixture prior.
+        balance: weight of ``KL(mean_batch q(c|y) || p(c))`` added to the loss (0 = off): the
+            aggregate-posterior part of the ELBO's cluster KL, up-weighted to discourage merged
+            or empty clusters (not part of the ELBO).
         q_c: marginal form only: ``"posterior"`` or ``"network"``.
         conditional_encoder: marginal form only: one ``q(x|y,c)`` head per component.
         rngs: initialisation RNGs.
@@ -147,6 +150,7 @@ class GMVAE(nnx.Module):
         n_samples: int = 1,
         free_bits: float = 0.0,
         beta: float = 1.0,
+        balance: float = 0.0,
         q_c: str = "posterior",
         conditional_encoder: bool = False,
         rngs: nnx.Rngs,
@@ -164,6 +168,7 @@ class GMVAE(nnx.Module):
         self.n_samples = int(n_samples)
         self.free_bits = float(free_bits)
         self.beta = float(beta)
+        self.balance = float(balance)
         self.q_c = q_c
         self.conditional_encoder = bool(conditional_encoder) and form == "marginal"
         self.pretraining = False
@@ -224,7 +229,7 @@ class GMVAE(nnx.Module):
         return self._marginal_terms(y, key)
 
     def _paper_terms(self, y, key):
-        K, M = self.n_components, self.n_samples
+        M = self.n_samples
         kx, kw = jax.random.split(key)
         mu_x, lv_x = self.encode_x(y)
         mu_x, lv_x = mu_x[:, 0], lv_x[:, 0]                              # (B, X)
@@ -236,7 +241,8 @@ class GMVAE(nnx.Module):
         weights = jnp.exp(self.log_weights)
         p_c = jax.vmap(per_sample_responsibilities, in_axes=(0, None, 0, 0))(
             xs, weights, mu_c, lv_c)                                     # (M, B, K)
-        kl_xc = losses.kl_diag_gaussians(mu_x[None, :, None], lv_x[None, :, None], mu_c, lv_c)  # (M, B, K)
+        kl_xc = losses.kl_diag_gaussians(mu_x[None, :, None], lv_x[None, :, None],
+                                         mu_c, lv_c)                     # (M, B, K)
         cond_prior = jnp.mean(jnp.sum(p_c * kl_xc, axis=-1), axis=0)
         log_p_c = jnp.log(jnp.clip(p_c, 1e-12))
         kl_c = jnp.mean(jnp.sum(p_c * (log_p_c - self.log_weights), axis=-1), axis=0)
@@ -326,6 +332,10 @@ class GMVAE(nnx.Module):
         elbo = jnp.mean(t["elbo"])
         loss = (-jnp.mean(t["recon"]) + self.beta * (jnp.mean(t["kl_x"]) + jnp.mean(t["kl_w"]))
                 + kl_c_cut)
+        if self.balance > 0:
+            q_bar = jnp.mean(t["q_c"], axis=0)
+            loss = loss + self.balance * jnp.sum(
+                q_bar * (jnp.log(jnp.clip(q_bar, 1e-12)) - self.log_weights))
         return loss, dict(elbo=elbo, recon=jnp.mean(t["recon"]), kl_x=jnp.mean(t["kl_x"]),
                           kl_w=jnp.mean(t["kl_w"]), kl_c=kl_c)
 

@@ -187,7 +187,7 @@ def test_free_bits_cutoff(form):
 
     g_cut = nnx.grad(cut_loss)(m_big)
     g_ref = nnx.grad(no_kl_c)(m_big)
-    for a, b in zip(jax.tree.leaves(g_cut), jax.tree.leaves(g_ref)):
+    for a, b in zip(jax.tree.leaves(g_cut), jax.tree.leaves(g_ref), strict=True):
         np.testing.assert_allclose(_np(a), _np(b), rtol=1e-5, atol=1e-7)
     # Above the cut-off (lambda below the KL) the loss is the negative ELBO again.
     m_small = _model(form, free_bits=0.5 * kl_c)
@@ -212,3 +212,13 @@ def test_short_training_raises_elbo(form, tmp_path):
     imgs = inference.cluster_grid(m, jax.random.key(0), tmp_path / "g.png", image_shape=(8, 8),
                                   n_per_cluster=3)
     assert imgs.shape == (4, 3, 8, 8) and (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_balance_term_adds_kl_of_mean_assignment():
+    y = _data()
+    key = jax.random.key(0)
+    m0, m1 = _model("marginal"), _model("marginal", balance=2.0)
+    q = _np(m0.terms(y, key)["q_c"]).mean(0)
+    extra = 2.0 * np.sum(q * np.log(q * K))
+    np.testing.assert_allclose(float(m1.loss(y, key)[0]) - float(m0.loss(y, key)[0]), extra,
+                               rtol=1e-4, atol=1e-6)

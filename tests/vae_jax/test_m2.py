@@ -69,8 +69,8 @@ def test_labelled_and_unlabelled_elbo_against_direct():
     L, _ = m.labelled_elbo_all(y, key)
     np.testing.assert_allclose(_np(L), ref, rtol=1e-4)
     c = jnp.array([0, 2, 1, 1, 0])
-    np.testing.assert_allclose(_np(m.labelled_elbo(y, c, key)), ref[np.arange(B), _np(c).astype(int)],
-                               rtol=1e-4)
+    np.testing.assert_allclose(_np(m.labelled_elbo(y, c, key)),
+                               ref[np.arange(B), _np(c).astype(int)], rtol=1e-4)
     logits = _np(m.classifier(y))
     logq = logits - np.logaddexp.reduce(logits, 1, keepdims=True)
     q = np.exp(logq)
