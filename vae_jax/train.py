@@ -28,6 +28,7 @@ written after an epoch whose losses and parameters are all finite.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -268,6 +269,22 @@ def load_checkpoint(path: str | os.PathLike, like_state):
 # ------------------------------------------------------------------------------------- train
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_adam(learning_rate: float) -> optax.GradientTransformation:
+    return optax.adam(learning_rate)
+
+
+def _default_optimizer(learning_rate) -> optax.GradientTransformation:
+    """``optax.adam(learning_rate)``, the same object for the same float rate.
+
+    The transformation is static metadata of the optimizer's graphdef; reusing one object keeps
+    the jit cache warm across ``train`` calls (a fresh ``optax.adam`` would recompile).
+    """
+    if isinstance(learning_rate, int | float):
+        return _cached_adam(float(learning_rate))
+    return optax.adam(learning_rate)
+
+
 def _fmt(d: dict[str, float]) -> dict[str, str]:
     return {k: f"{v:.4g}" for k, v in d.items()}
 
@@ -347,7 +364,7 @@ def train(
             raise ValueError(f"y has {y.shape[0]} labels for {n} samples")
     key = _as_key(key)
 
-    tx = optimizer if optimizer is not None else optax.adam(learning_rate)
+    tx = optimizer if optimizer is not None else _default_optimizer(learning_rate)
     opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
     graphdef, state = nnx.split((model, opt))
 
