@@ -103,7 +103,8 @@ def e_step(
         method: ``"auto"`` (default), ``"natural"`` or ``"direct"`` (static). ``"natural"`` computes
             the log-densities and statistics of each chunk as two GEMMs on features
             ``[quad(y), y, 1]`` (``gmm_jax.natural``; full, diag, spherical); ``"direct"`` is the
-            reference form of ``gmm_jax.covariance``. ``"auto"`` picks natural where available.
+            reference form of ``gmm_jax.covariance``. ``"auto"`` picks natural for full
+            covariances (whose direct form is memory-bound) and direct otherwise.
 
     Returns:
         (stats, mean_log_likelihood): the statistics and the weighted mean per-sample

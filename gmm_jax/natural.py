@@ -16,7 +16,8 @@ product for ``Sk``) are memory-bound.
 
 Features by covariance type (``F`` columns):
 
-* ``full``: upper triangle of ``y y^T`` (D(D+1)/2), ``y``, 1;
+* ``full``: the products ``y_i y_(i+s mod D)``, ``s = 0..D//2`` (D(D//2+1), each unordered pair
+  once, or twice on the ``s = D/2`` block for even D), ``y``, 1;
 * ``diag``: ``y^2`` (D), ``y``, 1;
 * ``spherical``: ``|y|^2`` (1), ``y``, 1 (the statistics keep the per-feature ``y^2`` for Sk);
 * ``tied``: not expanded here (the direct form ``X @ L`` is already one GEMM).
@@ -61,14 +62,26 @@ def choose_method(method: str, covariance_type: str) -> str:
     return method
 
 
-def _triu(d: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.triu_indices(d)
+def _pairs(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs ``(i, (i + s) mod D)`` for ``s = 0 .. D//2``, and the natural-parameter scale.
+
+    Every unordered pair ``{i, j}`` appears once, except for even D the ``s = D/2`` block, where
+    each pair appears twice; the scale (-1/2 on the diagonal and on that block, -1 elsewhere)
+    makes ``sum scale * P_ij y_i y_j`` equal ``-1/2 y^T P y`` either way. This "wrapped diagonal"
+    layout lets the features be built from contiguous slices (``y * roll(y, -s)``), which XLA
+    vectorises; an upper-triangle gather is about 20-30 % slower on CPU.
+    """
+    rows = np.tile(np.arange(d), d // 2 + 1)
+    shifts = np.repeat(np.arange(d // 2 + 1), d)
+    cols = (rows + shifts) % d
+    half = (shifts == 0) | ((d % 2 == 0) & (shifts == d // 2))
+    return rows, cols, np.where(half, -0.5, -1.0)
 
 
 def n_features(covariance_type: str, d: int) -> int:
     """Number of feature columns ``F`` of ``phi`` for a covariance type."""
     if covariance_type == "full":
-        return d * (d + 1) // 2 + d + 1
+        return d * (d // 2 + 1) + d + 1
     if covariance_type == "diag":
         return 2 * d + 1
     if covariance_type == "spherical":
@@ -86,8 +99,9 @@ def features(Y: Array, covariance_type: str) -> Array:
     n, d = Y.shape
     one = jnp.ones((n, 1), Y.dtype)
     if covariance_type == "full":
-        iu, ju = _triu(d)
-        quad = Y[:, iu] * Y[:, ju]
+        Ye = jnp.concatenate([Y, Y], axis=1)
+        return jnp.concatenate([Y * Ye[:, s:s + d] for s in range(d // 2 + 1)] + [Y, one],
+                               axis=1)
     else:
         quad = jnp.square(Y)
     return jnp.concatenate([quad, Y, one], axis=1)
@@ -108,9 +122,8 @@ def natural_parameters(params: GMMParams, shift: Array) -> Array:
     if ct == "full":
         P = L @ jnp.swapaxes(L, -1, -2)  # (K, D, D)
         Pm = jnp.einsum("kde,ke->kd", P, m)
-        iu, ju = _triu(d)
-        scale = jnp.where(jnp.asarray(iu == ju), -0.5, -1.0).astype(P.dtype)
-        quad = P[:, iu, ju] * scale[None, :]  # (K, D(D+1)/2)
+        rows, cols, scale = _pairs(d)
+        quad = P[:, rows, cols] * jnp.asarray(scale, P.dtype)[None, :]  # (K, D(D//2+1))
     else:
         p = L**2 if ct == "diag" else jnp.broadcast_to((L**2)[:, None], (k, d))
         Pm = p * m
@@ -129,13 +142,12 @@ def stats_from_moments(M: Array, shift: Array, covariance_type: str) -> SuffStat
         covariance_type: ``"full"``, ``"diag"`` or ``"spherical"``.
     """
     d = shift.shape[-1]
-    nq = d * (d + 1) // 2 if covariance_type == "full" else d
+    nq = d * (d // 2 + 1) if covariance_type == "full" else d
     quad, Fk, Nk = M[:, :nq], M[:, nq:nq + d], M[:, nq + d]
     if covariance_type == "full":
         k = M.shape[0]
-        iu, ju = _triu(d)
-        S = jnp.zeros((k, d, d), M.dtype).at[:, iu, ju].set(quad)
-        Sk = S + jnp.swapaxes(S, -1, -2) - S * jnp.eye(d, dtype=M.dtype)
+        rows, cols, _ = _pairs(d)
+        Sk = jnp.zeros((k, d, d), M.dtype).at[:, rows, cols].set(quad).at[:, cols, rows].set(quad)
     else:
         Sk = quad
     return SuffStats(Nk=Nk, Fk=Fk, Sk=Sk, shift=shift, covariance_type=covariance_type)
