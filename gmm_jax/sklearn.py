@@ -57,6 +57,11 @@ def _log_resp_program(params: GMMParams, X):
     return lp - jax.nn.logsumexp(lp, axis=-1, keepdims=True)
 
 
+def _finite_result(res) -> bool:
+    leaves = jax.tree.leaves(res.params) + [res.log_likelihood]
+    return bool(all(np.all(np.isfinite(np.asarray(a))) for a in leaves))
+
+
 @contextlib.contextmanager
 def _precision(dtype):
     """float64 computations need x64; enable it locally for them."""
@@ -229,13 +234,32 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             n_init = 1
             w0, m0, p0 = self.weights_, self.means_, self.precisions_
         key = validation.key_from_random_state(self.random_state)
+        fit_kwargs = dict(
+            covariance_type=self.covariance_type, max_iter=self.max_iter, tol=self.tol,
+            n_init=n_init, init=self.init_params, reg_covar=self.reg_covar, weights_init=w0,
+            means_init=m0, precisions_init=p0, sample_weight=sample_weight,
+        )
         with _precision(dtype):
-            res = core_fit(
-                key, Xa, self.n_components, covariance_type=self.covariance_type,
-                max_iter=self.max_iter, tol=self.tol, n_init=n_init, init=self.init_params,
-                reg_covar=self.reg_covar, weights_init=w0, means_init=m0, precisions_init=p0,
-                sample_weight=sample_weight,
+            res = core_fit(key, Xa, self.n_components, **fit_kwargs)
+            finite = _finite_result(res)
+        if not finite and dtype == np.float32:
+            # float32 rounding can make a rank-deficient covariance indefinite (more features
+            # than samples); float64 resolves it, so refit there rather than return NaN.
+            warnings.warn("float32 EM met a covariance that is not positive definite in float32 "
+                          "arithmetic; refitted in float64 (attributes are float64).",
+                          RuntimeWarning, stacklevel=3)
+            dtype = np.dtype(np.float64)
+            Xa = Xa.astype(np.float64)
+            with _precision(dtype):
+                res = core_fit(key, Xa, self.n_components, **fit_kwargs)
+                finite = _finite_result(res)
+        if not finite:
+            raise ValueError(
+                "Fitting the mixture model failed because some components have ill-defined "
+                "empirical covariance (non-finite parameters). Try to decrease the number of "
+                "components, increase reg_covar, or scale the input data."
             )
+        with _precision(dtype):
             self._set_from_params(res.params)
             n_iter = int(res.n_iter)
             self.converged_ = bool(res.converged)
