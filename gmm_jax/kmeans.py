@@ -14,19 +14,10 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from gmm_jax.covariance import _sq_dist
 from gmm_jax.types import KMeansResult
 
 Array = jax.Array
-
-
-def _sq_dist(X: Array, C: Array) -> Array:
-    """(N, K) squared distances; X and C must be centred for float32 accuracy."""
-    d = (
-        jnp.sum(jnp.square(X), axis=-1)[:, None]
-        - 2.0 * X @ C.T
-        + jnp.sum(jnp.square(C), axis=-1)[None, :]
-    )
-    return jnp.maximum(d, 0.0)
 
 
 def kmeans_plusplus(key: Array, X: Array, n_clusters: int) -> tuple[Array, Array]:

@@ -53,23 +53,23 @@ class GMMParams(NamedTuple):
         return self.means.shape[-1]
 
 
-def _params_flatten(p: GMMParams):
-    return (p.weights, p.means, p.covariances, p.precisions_cholesky), p.covariance_type
+def _register_static_last(cls) -> None:
+    """Registers a NamedTuple whose last field is static metadata (not a leaf)."""
+    names = cls._fields[:-1]
+
+    def flatten(t):
+        return tuple(getattr(t, n) for n in names), t[-1]
+
+    def flatten_with_keys(t):
+        return tuple((jax.tree_util.GetAttrKey(n), getattr(t, n)) for n in names), t[-1]
+
+    def unflatten(static, children):
+        return cls(*children, static)
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
 
 
-def _params_flatten_with_keys(p: GMMParams):
-    names = ("weights", "means", "covariances", "precisions_cholesky")
-    children = (p.weights, p.means, p.covariances, p.precisions_cholesky)
-    return tuple((jax.tree_util.GetAttrKey(n), c) for n, c in zip(names, children)), p.covariance_type
-
-
-def _params_unflatten(covariance_type, children):
-    return GMMParams(*children, covariance_type=covariance_type)
-
-
-jax.tree_util.register_pytree_with_keys(
-    GMMParams, _params_flatten_with_keys, _params_unflatten, _params_flatten
-)
+_register_static_last(GMMParams)
 
 
 class SuffStats(NamedTuple):
@@ -99,23 +99,7 @@ class SuffStats(NamedTuple):
     covariance_type: str = "full"
 
 
-def _stats_flatten(s: SuffStats):
-    return (s.Nk, s.Fk, s.Sk, s.shift), s.covariance_type
-
-
-def _stats_flatten_with_keys(s: SuffStats):
-    names = ("Nk", "Fk", "Sk", "shift")
-    children = (s.Nk, s.Fk, s.Sk, s.shift)
-    return tuple((jax.tree_util.GetAttrKey(n), c) for n, c in zip(names, children)), s.covariance_type
-
-
-def _stats_unflatten(covariance_type, children):
-    return SuffStats(*children, covariance_type=covariance_type)
-
-
-jax.tree_util.register_pytree_with_keys(
-    SuffStats, _stats_flatten_with_keys, _stats_unflatten, _stats_flatten
-)
+_register_static_last(SuffStats)
 
 
 class FitResult(NamedTuple):
