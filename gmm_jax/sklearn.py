@@ -525,7 +525,8 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """(N,) most probable class of each sample."""
-        return self.classes_[np.argmax(self._joint(X), axis=1)]
+        joint = self._joint(X)
+        return self.classes_[np.argmax(joint, axis=1)]
 
 
 class _ClassifierParamView:
