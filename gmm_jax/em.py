@@ -132,6 +132,8 @@ def e_step(
         def _batch(p, x, w_, s):
             return natural.e_step_batch_theta(theta, x, w_, s, p.covariance_type)
 
+        size = min(size, natural.SUB_ROWS)  # phi stays in cache; one scan level compiles faster
+
     if size >= n:
         stats, sum_ll = _batch(params, X, w, shift)
     else:
@@ -433,13 +435,17 @@ def fit(
     return result
 
 
-def check_monotone(history, n_iter: int, *, rtol: float | None = None, allowed: bool = False):
+def check_monotone(history, n_iter: int, *, rtol: float | None = None, atol: float = 1e-9,
+                   allowed: bool = False):
     """Asserts the log-likelihood history never decreases beyond float tolerance.
 
     Args:
         history: (T,) mean log-likelihood per iteration.
         n_iter: number of valid entries.
         rtol: relative tolerance; default scales with the dtype's epsilon.
+        atol: absolute slack. With ``reg_covar > 0`` the M-step is not the exact maximiser of the
+            likelihood, so near convergence it may drop by about ``reg_covar**2`` times a
+            precision scale (seen: 7.5e-13 in float64); the default covers that.
         allowed: skip the check (used when components were repaired, which may lower it).
 
     Raises:
@@ -451,6 +457,6 @@ def check_monotone(history, n_iter: int, *, rtol: float | None = None, allowed: 
     eps = float(jnp.finfo(jnp.asarray(history).dtype).eps)
     rtol = 100 * eps if rtol is None else rtol
     drops = h[:-1] - h[1:]
-    limit = rtol * np.maximum(1.0, np.abs(h[1:]))
+    limit = rtol * np.maximum(1.0, np.abs(h[1:])) + atol
     chex.assert_trees_all_equal(bool(np.all(drops <= limit)), True,
                                 custom_message=f"log-likelihood decreased: {h.tolist()}")

@@ -68,7 +68,7 @@ def _pairs(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Every unordered pair ``{i, j}`` appears once, except for even D the ``s = D/2`` block, where
     each pair appears twice; the scale (-1/2 on the diagonal and on that block, -1 elsewhere)
     makes ``sum scale * P_ij y_i y_j`` equal ``-1/2 y^T P y`` either way. This "wrapped diagonal"
-    layout lets the features be built from contiguous slices (``y * roll(y, -s)``), which XLA
+    layout lets the features be built from rolled copies of ``y`` (``y * roll(y, -s)``), which XLA
     vectorises; an upper-triangle gather is about 20-30 % slower on CPU.
     """
     rows = np.tile(np.arange(d), d // 2 + 1)
@@ -99,9 +99,11 @@ def features(Y: Array, covariance_type: str) -> Array:
     n, d = Y.shape
     one = jnp.ones((n, 1), Y.dtype)
     if covariance_type == "full":
-        Ye = jnp.concatenate([Y, Y], axis=1)
-        return jnp.concatenate([Y * Ye[:, s:s + d] for s in range(d // 2 + 1)] + [Y, one],
-                               axis=1)
+        # Row s of the (S, D+1) view of tile(y) starts at y[s mod D]: rolled copies without a
+        # gather or an S-way concatenate (both compile or run slower on CPU).
+        s = d // 2 + 1
+        Z = jnp.tile(Y, (1, s + 1))[:, : s * (d + 1)].reshape(n, s, d + 1)[:, :, :d]
+        quad = (Y[:, None, :] * Z).reshape(n, s * d)
     else:
         quad = jnp.square(Y)
     return jnp.concatenate([quad, Y, one], axis=1)
