@@ -51,10 +51,10 @@ METHODS = (
 CONFIG = {
     "digits": dict(hidden=(256, 256), latent_dim=5, w_dim=5, batch_size=64, lr=1e-3,
                    pretrain_epochs=100, epochs=100, pretrain_noise=0.1, m2_epochs=100,
-                   m2_latent=8, labels_per_class=10),
+                   m2_latent=8, labels_per_class=10, balance=0.0),
     "fashion": dict(hidden=(256, 256), latent_dim=10, w_dim=10, batch_size=128, lr=1e-3,
                     pretrain_epochs=20, epochs=20, pretrain_noise=0.1, m2_epochs=10,
-                    m2_latent=16, labels_per_class=100),
+                    m2_latent=16, labels_per_class=100, balance=0.0),
 }
 
 
@@ -113,7 +113,7 @@ def run_gmvae(d, seed, cfg, args, form):
     X_tr = d[0]
     m = GMVAE(X_tr.shape[1], 10, latent_dim=cfg["latent_dim"], w_dim=cfg["w_dim"],
               hidden=cfg["hidden"], form=form, n_samples=1,
-              free_bits=0.0, rngs=nnx.Rngs(seed))
+              free_bits=0.0, balance=cfg["balance"], rngs=nnx.Rngs(seed))
     fit_gmvae(m, X_tr, key=jax.random.key(seed), pretrain_epochs=cfg["pretrain_epochs"],
               epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["lr"],
               pretrain_noise=cfg["pretrain_noise"], progress=args.progress)
@@ -146,6 +146,30 @@ def run(method, d, seed, cfg, args):
     if method.startswith("gmvae_"):
         return run_gmvae(d, seed, cfg, args, method.split("_")[1])
     return run_m2(d, seed, cfg, args, method == "m2_semi")
+
+
+def write_results(out, name, d, seeds, cfg, args, results):
+    """Writes the JSON and Markdown results of one data set (called after every method)."""
+    meta = dict(dataset=name, data=d[5], n_train=int(d[0].shape[0]),
+                n_test=int(d[2].shape[0]), seeds=seeds, config=cfg, quick=args.quick,
+                command=" ".join(["python", "benchmarks/bench_clustering.py", *sys.argv[1:]]),
+                jax=jax.__version__, backend=jax.default_backend(),
+                cpu_count=os.cpu_count())
+    stem = f"clustering_{name}{args.tag}"
+    (out / f"{stem}.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+    lines = [f"### {name}: {meta['data']}, {seeds} seeds, accuracy/NMI on the test split",
+             "", "| method | Hungarian acc | NMI | test ELBO (nats) | wall s |",
+             "|---|---|---|---|---|"]
+    for method, r in results.items():
+        s = r["mean_std"]
+        elbo = "-" if np.isnan(s["test_elbo"][0]) else \
+            f"{s['test_elbo'][0]:.2f} ± {s['test_elbo'][1]:.2f}"
+        lines.append(f"| {method} | {100 * s['acc'][0]:.1f} ± {100 * s['acc'][1]:.1f} | "
+                     f"{s['nmi'][0]:.3f} ± {s['nmi'][1]:.3f} | {elbo} | "
+                     f"{s['wall_s'][0]:.1f} ± {s['wall_s'][1]:.1f} |")
+    lines += ["", f"Command: `{meta['command']}`", ""]
+    (out / f"{stem}.md").write_text("\n".join(lines))
+    return lines
 
 
 def main(argv=None):
@@ -199,25 +223,7 @@ def main(argv=None):
                            float(np.std([r[k] for r in runs])))
                        for k in ("acc", "nmi", "test_elbo", "wall_s")}
             results[method] = dict(runs=runs, mean_std=summary)
-        meta = dict(dataset=name, data=d[5], n_train=int(d[0].shape[0]),
-                    n_test=int(d[2].shape[0]), seeds=seeds, config=cfg, quick=args.quick,
-                    command=" ".join(["python", "benchmarks/bench_clustering.py", *sys.argv[1:]]),
-                    jax=jax.__version__, backend=jax.default_backend(),
-                    cpu_count=os.cpu_count())
-        stem = f"clustering_{name}{args.tag}"
-        (out / f"{stem}.json").write_text(json.dumps(dict(meta=meta, results=results), indent=1))
-        lines = [f"### {name}: {meta['data']}, {seeds} seeds, accuracy/NMI on the test split",
-                 "", "| method | Hungarian acc | NMI | test ELBO (nats) | wall s |",
-                 "|---|---|---|---|---|"]
-        for method, r in results.items():
-            s = r["mean_std"]
-            elbo = "-" if np.isnan(s["test_elbo"][0]) else \
-                f"{s['test_elbo'][0]:.2f} ± {s['test_elbo'][1]:.2f}"
-            lines.append(f"| {method} | {100 * s['acc'][0]:.1f} ± {100 * s['acc'][1]:.1f} | "
-                         f"{s['nmi'][0]:.3f} ± {s['nmi'][1]:.3f} | {elbo} | "
-                         f"{s['wall_s'][0]:.1f} ± {s['wall_s'][1]:.1f} |")
-        lines += ["", f"Command: `{meta['command']}`", ""]
-        (out / f"{stem}.md").write_text("\n".join(lines))
+            lines = write_results(out, name, d, seeds, cfg, args, results)
         print("\n".join(lines))
 
 
