@@ -143,10 +143,19 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10, dtype: str = "float32")
     return 2.0 * n**3 / best / 1e9
 
 
-def run_worker(module: str, spec: dict, timeout: float = 1800) -> dict:
-    """Runs ``python -m <module> --worker '<json spec>'`` and returns the JSON it prints last."""
+def run_worker(module: str, spec: dict, timeout: float = 1800,
+               blas_threads: int | None = None) -> dict:
+    """Runs ``python -m <module> --worker '<json spec>'`` and returns the JSON it prints last.
+
+    ``blas_threads`` (if given) sets OPENBLAS/OMP/MKL thread counts for the subprocess: on a
+    machine shared with other jobs, multi-threaded OpenBLAS spin-waits and numpy/sklearn become
+    10x slower than single-threaded; on a quiet machine leave it None (library defaults).
+    """
     cmd = [sys.executable, "-m", module, "--worker", json.dumps(spec)]
     env = dict(os.environ)
+    if blas_threads:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(blas_threads)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     try:
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,

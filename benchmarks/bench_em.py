@@ -47,10 +47,13 @@ def _worker(spec: dict) -> dict:
     dt = X.dtype
     w0, m0, p0 = w0.astype(dt), m0.astype(dt), p0.astype(dt)
     out = {"contender": name, "rss_before_mb": C.current_rss_mb()}
+    cpu0 = time.process_time()
     run = {"gmm_jax": _run_gmm_jax, "numpy": _run_numpy, "sklearn": _run_sklearn,
            "gmmx": _run_gmmx}[name]
     out.update(run(X, w0, m0, p0, ct, k, iters, repeats, spec))
     out["peak_rss_mb"] = C.peak_rss_mb()
+    out["process_cpu_s"] = time.process_time() - cpu0
+    out["loadavg"] = list(os.getloadavg())
     return out
 
 
@@ -143,7 +146,8 @@ def _peak_worker(spec: dict) -> dict:
 # ----------------------------------------------------------------------------- parent
 
 
-def run_config(n, d, k, ct, dtype, iters, repeats, contenders, peak, chunk_size=None):
+def run_config(n, d, k, ct, dtype, iters, repeats, contenders, peak, chunk_size=None,
+               blas_threads=None):
     """Runs every contender on one problem; returns a dict with per-contender rows and ratios."""
     flops = C.flops_per_iter(ct, n, d, k)
     rows = {}
@@ -151,7 +155,8 @@ def run_config(n, d, k, ct, dtype, iters, repeats, contenders, peak, chunk_size=
         spec = dict(n=n, d=d, k=k, cov=ct, dtype=dtype, iters=iters, repeats=repeats,
                     contender=name, chunk_size=chunk_size)
         t = time.perf_counter()
-        r = C.run_worker(MODULE, spec)
+        r = C.run_worker(MODULE, spec,
+                         blas_threads=blas_threads if name in ("numpy", "sklearn") else None)
         r["subprocess_s"] = time.perf_counter() - t
         if "warm_s" in r:
             r["ms_per_iter"] = 1e3 * r["warm_s"] / iters
@@ -184,7 +189,8 @@ def markdown(report: dict) -> str:
         f"gmmx {info['gmmx']}; {info['date']}; load average at start "
         f"{', '.join(f'{x:.1f}' for x in info['loadavg_start'])}.",
         f"Matmul peak (float32 jnp {report['peak_size']}^2 GEMM, best of 10, same run): "
-        f"{report['matmul_peak_gflops']:.1f} GFLOP/s.",
+        f"{report['matmul_peak_gflops']:.1f} GFLOP/s. BLAS threads for numpy/sklearn: "
+        f"{report.get('blas_threads_numpy_sklearn') or 'library default'}.",
         "",
         "| N | D | K | cov | dtype | contender | ms/iter | gmm_jax speed-up | first call s "
         "| compile s | GFLOP/s | % of peak | peak RSS MB | iters |",
@@ -264,6 +270,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--memory", action="store_true",
                     help="memory probe: gmm_jax only at N=1M, D=32, K=64 (overrides sizes)")
     ap.add_argument("--peak-size", type=int, default=2048)
+    ap.add_argument("--blas-threads", type=int, default=None,
+                    help="OpenBLAS/OMP threads for the numpy and sklearn workers (default: "
+                         "library default; use 1 on a machine shared with other jobs)")
     ap.add_argument("--tag", default=None, help="results file stem (default from the sizes)")
     ap.add_argument("--out", default=C.RESULTS)
     ap.add_argument("--no-plot", action="store_true")
@@ -285,7 +294,8 @@ def main(argv=None) -> dict:
     peak0 = _peak_subprocess(args.peak_size)
     print(f"  matmul peak (before): {peak0:.1f} GFLOP/s", flush=True)
     configs = [run_config(args.n, args.d, args.k, ct, args.dtype, args.iters, args.repeats,
-                          contenders, peak0, args.chunk_size) for ct in covs]
+                          contenders, peak0, args.chunk_size, args.blas_threads)
+               for ct in covs]
     peak1 = _peak_subprocess(args.peak_size)
     print(f"  matmul peak (after): {peak1:.1f} GFLOP/s", flush=True)
     peak = max(peak0, peak1)
@@ -296,7 +306,8 @@ def main(argv=None) -> dict:
     report = {"machine": info, "command": "python -m benchmarks.bench_em " + " ".join(
         a for a in (argv if argv is not None else sys.argv[1:])),
         "matmul_peak_gflops": peak, "matmul_peak_runs_gflops": [peak0, peak1],
-        "peak_size": args.peak_size, "configs": configs,
+        "peak_size": args.peak_size, "blas_threads_numpy_sklearn": args.blas_threads,
+        "configs": configs,
         "loadavg_end": list(os.getloadavg())}
     os.makedirs(args.out, exist_ok=True)
     tag = args.tag or ("memory" if args.memory else

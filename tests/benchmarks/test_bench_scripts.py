@@ -1,0 +1,28 @@
+"""Smoke runs of the benchmark scripts at tiny sizes (slow: subprocesses compile JAX programs)."""
+
+import json
+import os
+
+import pytest
+
+from benchmarks import bench_em, bench_restarts
+
+
+@pytest.mark.slow
+def test_bench_em_smoke(tmp_path):
+    rep = bench_em.main(["--n", "2000", "--d", "4", "--k", "3", "--cov", "full,diag",
+                         "--iters", "3", "--repeats", "1", "--contenders", "gmm_jax,numpy,sklearn",
+                         "--out", str(tmp_path), "--tag", "smoke", "--peak-size", "256"])
+    for cfg in rep["configs"]:
+        for name, row in cfg["contenders"].items():
+            assert row["n_iter"] == 3, (name, row)
+    assert os.path.exists(tmp_path / "bench_smoke.png")
+    json.loads((tmp_path / "bench_smoke.json").read_text())
+
+
+@pytest.mark.slow
+def test_bench_restarts_smoke(tmp_path):
+    rep = bench_restarts.main(["--n", "1000", "--d", "2", "--k", "2", "--iters", "3",
+                               "--n-init", "1,2", "--repeats", "1", "--out", str(tmp_path),
+                               "--no-plot"])
+    assert [r["n_init"] for r in rep["rows"]] == [1, 2]
