@@ -76,14 +76,6 @@ def fit_classifier(key, X, y, n_components: int, *, n_classes: int | None = None
     c = int(y.max()) + 1 if n_classes is None else int(n_classes)
     sw = validation.check_sample_weight(sample_weight, n, X.dtype)
     w = np.ones(n, np.float64) if sw is None else sw.astype(np.float64)
-    fits = []
-    for cls in range(c):
-        rows = np.flatnonzero(y == cls)
-        if rows.size < n_components:
-            raise ValueError(f"class {cls} has {rows.size} samples, fewer than n_components="
-                             f"{n_components}.")
-        fits.append(fit(jax.random.fold_in(key, cls), X[rows], n_components,
-                        sample_weight=None if sw is None else sw[rows], **fit_kwargs))
     if priors is None:
         mass = np.array([w[y == cls].sum() for cls in range(c)])
         prior = mass / mass.sum()
@@ -91,6 +83,16 @@ def fit_classifier(key, X, y, n_components: int, *, n_classes: int | None = None
         prior = np.asarray(priors, np.float64)
         if prior.shape != (c,) or np.any(prior < 0) or not np.isclose(prior.sum(), 1.0):
             raise ValueError(f"priors must be ({c},) non-negative and sum to 1, got {prior}.")
+    counts = np.bincount(y, minlength=c)
+    for cls in range(c):
+        if counts[cls] < n_components:
+            raise ValueError(f"class {cls} has {counts[cls]} samples, fewer than n_components="
+                             f"{n_components}.")
+    fits = []
+    for cls in range(c):
+        rows = np.flatnonzero(y == cls)
+        fits.append(fit(jax.random.fold_in(key, cls), X[rows], n_components,
+                        sample_weight=None if sw is None else sw[rows], **fit_kwargs))
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *[f.params for f in fits])
     with np.errstate(divide="ignore"):
         log_prior = np.log(prior)

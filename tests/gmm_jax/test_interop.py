@@ -55,8 +55,10 @@ def test_from_numpyro_rejects_wrong_structure_and_types():
 
 def test_fitted_mixture_as_numpyro_prior():
     rng = np.random.default_rng(0)
-    X = np.r_[rng.normal(-3, 0.5, (100, 2)), rng.normal(3, 0.5, (100, 2))].astype(np.float32)
-    p = gmm_jax.fit(jax.random.key(0), X, 2, covariance_type="diag").params
+    X = np.r_[rng.normal(-3, 0.5, (60, 2)), rng.normal(3, 0.5, (60, 2))]
+    # same shape and options as the estimator tests, so the compiled fit is reused
+    gm = gmm_jax.GaussianMixture(2, covariance_type="diag", random_state=0).fit(X)
+    p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), gm.params_)
     prior = gmm_jax.to_numpyro(p)
     obs = jnp.array([2.5, 3.5])
 
@@ -71,6 +73,23 @@ def test_fitted_mixture_as_numpyro_prior():
     ld, _ = log_density(model, (obs,), {}, {"theta": theta})
     expect = gmm_jax.log_likelihood(p, theta[None])[0] + dist.Normal(theta, 1.0).log_prob(obs).sum()
     np.testing.assert_allclose(ld, expect, rtol=1e-5)
+    # prior predictive draws come from the mixture
+    draws = numpyro.infer.Predictive(model, num_samples=2000)(jax.random.key(3), None)["theta"]
+    np.testing.assert_allclose(np.mean(np.asarray(draws[:, 0]) > 0), p.weights[
+        int(np.argmax(np.asarray(p.means[:, 0])))], atol=0.05)
+
+
+@pytest.mark.slow
+def test_nuts_posterior_with_mixture_prior():
+    p = gmm_jax.params_from_covariances(jnp.array([0.5, 0.5]), jnp.array([[-3.0, -3.0],
+                                        [3.0, 3.0]]), jnp.array([0.25, 0.25]), "spherical")
+    prior = gmm_jax.to_numpyro(p)
+    obs = jnp.array([2.5, 3.5])
+
+    def model(y):
+        theta = numpyro.sample("theta", prior)
+        numpyro.sample("y", dist.Normal(theta, 1.0).to_event(1), obs=y)
+
     # posterior sampling: a short NUTS run lands in the mode near the observation
     mcmc = numpyro.infer.MCMC(numpyro.infer.NUTS(model), num_warmup=150, num_samples=150,
                               progress_bar=False)
