@@ -1,7 +1,7 @@
 """Drawing samples from a fitted mixture, jointly or from one chosen component.
 
-Samples are ``x = mu_k + A_k z`` with ``z ~ N(0, I)`` and ``A_k A_k^T = Sigma_k``. ``A_k`` comes from
-the stored precision Cholesky factor ``L_k`` (``P_k = L_k L_k^T``): ``A_k = L_k^{-T}``, a
+Samples are ``x = mu_k + A_k z`` with ``z ~ N(0, I)`` and ``A_k A_k^T = Sigma_k``. ``A_k`` comes
+from the stored precision Cholesky factor ``L_k`` (``P_k = L_k L_k^T``): ``A_k = L_k^{-T}``, a
 triangular solve, so sampling uses exactly the covariance the density is evaluated with.
 Both functions are jitted with the sample count static.
 """

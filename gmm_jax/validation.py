@@ -77,7 +77,9 @@ def check_array(X, *, min_samples: int = 1, name: str = "X", n_features: int | N
     if arr.ndim != 2:
         hint = (" Reshape your data with X.reshape(-1, 1) if it has a single feature or "
                 "X.reshape(1, -1) if it is a single sample." if arr.ndim == 1 else "")
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}.{hint}")
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}.{hint}"
+        )
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: found array with 0 sample(s) (shape={arr.shape}) "
                          "while a minimum of 1 is required.")

@@ -17,8 +17,9 @@ def _params(ct, k=2, d=3):
     rng = np.random.default_rng(0)
     covs = {"full": np.stack([np.eye(d) * (i + 1) for i in range(k)]), "tied": np.eye(d) * 2,
             "diag": rng.uniform(0.5, 2, (k, d)), "spherical": rng.uniform(0.5, 2, k)}[ct]
-    return gmm_jax.params_from_covariances(jnp.full(k, 1.0 / k), jnp.asarray(rng.normal(size=(k, d)),
-                                           jnp.float32), jnp.asarray(covs, jnp.float32), ct)
+    means = jnp.asarray(rng.normal(size=(k, d)), jnp.float32)
+    return gmm_jax.params_from_covariances(jnp.full(k, 1.0 / k), means,
+                                           jnp.asarray(covs, jnp.float32), ct)
 
 
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)
@@ -28,7 +29,7 @@ def test_params_round_trip(tmp_path, ct):
     gmm_jax.save(path, p)
     q = gmm_jax.load(path)
     assert q.covariance_type == ct
-    for a, b in zip(p[:4], q[:4]):
+    for a, b in zip(p[:4], q[:4], strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
     # no pickle anywhere in the file
     with np.load(path, allow_pickle=False) as data:

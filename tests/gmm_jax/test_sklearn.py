@@ -208,8 +208,6 @@ def test_float32_input_is_computed_in_float32():
 
 
 def test_params_property_feeds_functional_api():
-    import gmm_jax
-
     gm = GaussianMixture(2, random_state=0).fit(X_BLOBS)
     p = gm.params_
     assert p.covariance_type == "full" and p.means.shape == (2, 2)
