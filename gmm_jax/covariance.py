@@ -87,7 +87,9 @@ def covariances_from_stats(
         between = jnp.einsum("k,kd,ke->de", nk, rel_means, rel_means)
         cov = (stats.Sk - between) / total
         return _symmetrize(cov) + reg_covar * jnp.eye(d, dtype=cov.dtype)
-    var = stats.Sk / nk[:, None] - corr[:, None] * rel_means**2 + reg_covar
+    var = stats.Sk / nk[:, None] - corr[:, None] * rel_means**2
+    # A variance is >= 0 in exact arithmetic; float cancellation can make it slightly negative.
+    var = jnp.maximum(var, 0.0) + reg_covar
     if covariance_type == "diag":
         return var
     return jnp.mean(var, axis=-1)  # spherical
@@ -106,6 +108,34 @@ def precision_cholesky_from_covariances(covariances: Array, covariance_type: str
         inv = solve_triangular(chol, eye, lower=True)
         return jnp.swapaxes(inv, -1, -2)
     return jax.lax.rsqrt(covariances)
+
+
+def stabilised_precision_cholesky(covariances: Array, covariance_type: str) -> tuple[Array, Array]:
+    """Precision Cholesky factor, adding diagonal jitter where the factorisation fails.
+
+    Rounding can leave a rank-deficient covariance (more features than samples, a component on
+    few points) slightly indefinite, so ``cholesky`` returns NaN. Such matrices (per component for
+    full) get ``100 * eps`` and then ``1e4 * eps`` times their mean variance added to the diagonal;
+    matrices whose factorisation succeeds are returned unchanged. Whatever still fails stays
+    non-finite for ``repair_components``.
+
+    Returns:
+        (covariances, precisions_cholesky), both in the type's shape.
+    """
+    prec_chol = precision_cholesky_from_covariances(covariances, covariance_type)
+    if covariance_type not in ("full", "tied"):
+        return covariances, prec_chol
+    eps = jnp.finfo(covariances.dtype).eps
+    eye = jnp.eye(covariances.shape[-1], dtype=covariances.dtype)
+    scale = jnp.mean(jnp.diagonal(covariances, axis1=-2, axis2=-1), axis=-1)
+    scale = jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0)[..., None, None]
+    for factor in (1e2, 1e4):
+        bad = ~jnp.all(jnp.isfinite(prec_chol), axis=(-2, -1))[..., None, None]
+        jittered = covariances + factor * eps * scale * eye
+        covariances = jnp.where(bad, jittered, covariances)
+        prec_chol = jnp.where(
+            bad, precision_cholesky_from_covariances(jittered, covariance_type), prec_chol)
+    return covariances, prec_chol
 
 
 def precision_cholesky_from_precisions(precisions: Array, covariance_type: str) -> Array:

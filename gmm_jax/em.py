@@ -174,11 +174,12 @@ def m_step(stats: SuffStats, *, reg_covar=1e-6) -> GMMParams:
     nk = stats.Nk + 10.0 * jnp.finfo(stats.Fk.dtype).eps
     rel = stats.Fk / nk[:, None]
     covariances = cov.covariances_from_stats(stats, nk, rel, reg_covar, ct)
+    covariances, prec_chol = cov.stabilised_precision_cholesky(covariances, ct)
     return GMMParams(
         weights=nk / jnp.sum(nk),
         means=rel + stats.shift[None, :],
         covariances=covariances,
-        precisions_cholesky=cov.precision_cholesky_from_covariances(covariances, ct),
+        precisions_cholesky=prec_chol,
         covariance_type=ct,
     )
 
@@ -289,8 +290,8 @@ def _params_from_init(Xc, w, key, reg_covar, weights_init, means_init, precision
         p = None
     else:
         resp = initial_responsibilities(key, Xc, n_components, init)
-        p = m_step(stats_from_responsibilities(Xc, resp, ct, sample_weight=w),
-                   reg_covar=reg_covar)
+        stats = stats_from_responsibilities(Xc, resp, ct, sample_weight=w)
+        p, _ = repair_components(m_step(stats, reg_covar=reg_covar), stats)
     if weights_init is not None:
         weights = weights_init
     else:

@@ -593,3 +593,14 @@ def test_duplicate_points_never_give_nan(x64, covariance_type):
     assert_finite(res.history)
     np.testing.assert_allclose(np.sum(res.params.weights), 1.0, rtol=1e-12)
     assert int(res.n_repaired) >= 1  # a component collapsed onto a point and was repaired
+
+
+def test_more_features_than_samples_float32_stays_finite():
+    """Rounding leaves rank-deficient float32 covariances indefinite; jitter keeps them usable."""
+    rng = np.random.default_rng(1)
+    X = (rng.normal(size=(12, 40)) * 3 + 100).astype(np.float32)
+    res = gmm_jax.fit(1, X, 3, covariance_type="full")
+    for leaf in jax.tree.leaves(res.params):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    assert np.isfinite(float(res.log_likelihood))
+    assert np.all(np.isfinite(np.asarray(gmm_jax.log_likelihood(res.params, X))))
