@@ -197,8 +197,8 @@ def test_free_bits_cutoff(form):
 @pytest.mark.parametrize("form", ["paper", "marginal"])
 def test_short_training_raises_elbo(form, tmp_path):
     ds = vae_jax.data.load_digits()
-    Xtr = ds.X_train[:256]
-    m = GMVAE(64, 4, latent_dim=3, w_dim=2, hidden=(32,), prior_hidden=(8,), form=form,
+    Xtr = ds.X_train[:192]
+    m = GMVAE(64, 4, latent_dim=3, w_dim=2, hidden=(16,), prior_hidden=(4,), form=form,
               rngs=nnx.Rngs(1))
     m.pretraining = True
     vae_jax.train(m, Xtr, epochs=3, batch_size=64, learning_rate=3e-3, key=0, progress=False)
@@ -206,7 +206,7 @@ def test_short_training_raises_elbo(form, tmp_path):
                             max_iter=20)
     m.pretraining = False
     before = vae_jax.evaluate_elbo(m, Xtr, jax.random.key(5))
-    vae_jax.train(m, Xtr, epochs=8, batch_size=64, learning_rate=3e-3, key=1, progress=False)
+    vae_jax.train(m, Xtr, epochs=6, batch_size=64, learning_rate=3e-3, key=1, progress=False)
     after = vae_jax.evaluate_elbo(m, Xtr, jax.random.key(5))
     assert np.isfinite(after) and after > before + 1.0, (before, after)
     imgs = inference.cluster_grid(m, jax.random.key(0), tmp_path / "g.png", image_shape=(8, 8),
