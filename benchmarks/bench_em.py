@@ -236,7 +236,7 @@ def plot(report: dict, path: str) -> None:
     for i, name in enumerate(names):
         vals = [c["contenders"].get(name, {}).get("ms_per_iter", np.nan) for c in cfgs]
         bars = ax.bar(np.arange(len(cfgs)) + i * width, vals, width, label=name)
-        for b, v in zip(bars, vals):
+        for b, v in zip(bars, vals, strict=False):
             if np.isfinite(v):
                 ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.0f}" if v >= 10 else f"{v:.1f}",
                         ha="center", va="bottom", fontsize=7)

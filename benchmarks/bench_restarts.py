@@ -25,8 +25,6 @@ import sys
 import time
 import warnings
 
-import numpy as np
-
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -91,12 +89,13 @@ def main(argv=None) -> dict:
                     loop="scan", n_init=1, init="random_from_data"))
 
             one(0)  # compiled once; every later call is warm
-            row["loop_s"] = _best(lambda: [one(s) for s in range(r)], max(1, args.repeats - 1))
+            row["loop_s"] = _best(lambda r=r: [one(s) for s in range(r)],
+                                  max(1, args.repeats - 1))
         if not args.no_sklearn and r <= args.sklearn_max_init:
             from sklearn.exceptions import ConvergenceWarning
             from sklearn.mixture import GaussianMixture
 
-            def sk():
+            def sk(r=r):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
                     return GaussianMixture(args.k, covariance_type=args.cov, tol=0.0,
@@ -160,13 +159,13 @@ def plot(report: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = report["rows"]
-    x = [r["n_init"] for r in rows]
+    [r["n_init"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for key, label in (("vmap_s", "gmm_jax vmap (one program)"),
                        ("loop_s", "gmm_jax Python loop"), ("sklearn_s", "sklearn n_init")):
         pts = [(r["n_init"], r[key]) for r in rows if key in r]
         if pts:
-            ax.plot(*zip(*pts), "o-", label=label)
+            ax.plot(*zip(*pts, strict=False), "o-", label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("n_init (restarts)")

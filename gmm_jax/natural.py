@@ -189,8 +189,8 @@ def e_step_batch_theta(theta: Array, X: Array, w: Array, shift: Array,
         wp = jnp.pad(w, (0, pad)).reshape(n_sub, SUB_ROWS)
 
         def body(acc, chunk):
-            m, l = _moments(theta, chunk[0], chunk[1], covariance_type)
-            return (acc[0] + m, acc[1] + l), None
+            m, ll = _moments(theta, chunk[0], chunk[1], covariance_type)
+            return (acc[0] + m, acc[1] + ll), None
 
         zero = (jnp.zeros((theta.shape[1], theta.shape[0]), X.dtype), jnp.zeros((), X.dtype))
         (M, sum_ll), _ = jax.lax.scan(body, zero, (Yp, wp))

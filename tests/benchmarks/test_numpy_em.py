@@ -1,4 +1,4 @@
-"""The numpy baseline (benchmarks/numpy_em.py) agrees with gmm_jax from the same initial parameters."""
+"""The numpy baseline (benchmarks/numpy_em.py) agrees with gmm_jax from the same initial params."""
 
 import numpy as np
 import pytest

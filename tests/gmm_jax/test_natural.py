@@ -44,7 +44,7 @@ def test_natural_matches_direct_float64(x64, ct, chunk):
     s_d, ll_d = em.e_step(p, X, sample_weight=w, chunk_size=chunk, method="direct")
     s_n, ll_n = em.e_step(p, X, sample_weight=w, chunk_size=chunk, method="natural")
     np.testing.assert_allclose(ll_n, ll_d, rtol=1e-12)
-    for a, b in zip(s_n[:4], s_d[:4]):
+    for a, b in zip(s_n[:4], s_d[:4], strict=False):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
