@@ -1,8 +1,14 @@
 """Shared pytest configuration: slow tests are opt-in, x64 is enabled per test where needed."""
 
 import os
+from pathlib import Path
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+# Most of the suite's time is XLA compilation of the same few programs in both xdist workers (and
+# in subprocesses). JAX's persistent compilation cache lets them share compiled executables; it
+# lives in the (git-ignored) repository folder .jax_cache, so a second local run is faster still.
+_CACHE = Path(__file__).resolve().parents[1] / ".jax_cache"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 import pytest  # noqa: E402
 

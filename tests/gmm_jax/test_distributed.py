@@ -5,8 +5,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
+    import sys
     import jax
     jax.config.update("jax_enable_x64", True)
     import numpy as np
@@ -21,7 +24,7 @@ SCRIPT = textwrap.dedent(
     Xs, ws = shard_rows(X, mesh)
     assert Xs.shape == (1000, 3) and float(ws.sum()) == 999.0
     assert len(Xs.sharding.device_set) == 4
-    for ct in gmm_jax.COVARIANCE_TYPES:
+    for ct in sys.argv[1].split(","):
         start = gmm_jax.fit(0, X, 3, covariance_type=ct, max_iter=1, tol=0.0).params
         prec = cov.precisions_from_cholesky(start.precisions_cholesky, ct)
         single = gmm_jax.fit(0, X, 3, covariance_type=ct, tol=1e-9, max_iter=50,
@@ -43,11 +46,15 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_sharded_equals_single_device():
+@pytest.mark.parametrize("types", [
+    "full,spherical",
+    pytest.param("tied,diag", marks=pytest.mark.slow),
+])
+def test_sharded_equals_single_device(types):
     env = dict(os.environ)
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     env["JAX_PLATFORMS"] = "cpu"
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run([sys.executable, "-c", SCRIPT, types], env=env, capture_output=True,
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SHARDED_OK" in out.stdout

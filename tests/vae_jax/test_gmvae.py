@@ -194,7 +194,7 @@ def test_free_bits_cutoff(form):
     np.testing.assert_allclose(float(m_small.loss(y, key)[0]), float(loss0), rtol=1e-6)
 
 
-@pytest.mark.parametrize("form", ["paper", "marginal"])
+@pytest.mark.parametrize("form", [pytest.param("paper", marks=pytest.mark.slow), "marginal"])
 def test_short_training_raises_elbo(form, tmp_path):
     ds = vae_jax.data.load_digits()
     Xtr = ds.X_train[:192]
