@@ -4,6 +4,7 @@ Pure functions (``e_step``, ``m_step``, ``log_prob_components``, ``fit``) over N
 (``GMMParams``, ``SuffStats``, ``FitResult``), jitted k-means, and restarts under ``vmap``.
 """
 
+from gmm_jax.classifier import ClassifierParams, fit_classifier  # noqa: E402
 from gmm_jax.covariance import n_parameters
 from gmm_jax.density import (
     log_likelihood,
@@ -14,11 +15,9 @@ from gmm_jax.density import (
     responsibilities,
 )
 from gmm_jax.em import check_monotone, e_step, fit, m_step, stats_from_responsibilities
-from gmm_jax.kmeans import kmeans, kmeans_plusplus
-from gmm_jax.types import COVARIANCE_TYPES, FitResult, GMMParams, KMeansResult, SuffStats
-from gmm_jax.classifier import ClassifierParams, fit_classifier  # noqa: E402
 from gmm_jax.interop import from_numpyro, to_numpyro  # noqa: E402
 from gmm_jax.io import load, save  # noqa: E402
+from gmm_jax.kmeans import kmeans, kmeans_plusplus
 from gmm_jax.sampling import sample, sample_component  # noqa: E402
 from gmm_jax.selection import (  # noqa: E402
     Selection,
@@ -27,7 +26,8 @@ from gmm_jax.selection import (  # noqa: E402
     heldout_log_likelihood,
     select_n_components,
 )
-from gmm_jax.sklearn import GMMClassifier, GaussianMixture  # noqa: E402
+from gmm_jax.sklearn import GaussianMixture, GMMClassifier  # noqa: E402
+from gmm_jax.types import COVARIANCE_TYPES, FitResult, GMMParams, KMeansResult, SuffStats
 
 __version__ = "0.1.0"
 

@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax import covariance as cov
-from gmm_jax import natural
-from gmm_jax import validation
+from gmm_jax import natural, validation
 from gmm_jax.density import log_prob_components
 from gmm_jax.init import check_init, initial_responsibilities
 from gmm_jax.types import FitResult, GMMParams, SuffStats
@@ -143,8 +142,8 @@ def e_step(
         wp = jnp.pad(w, (0, pad)).reshape(n_chunks, size)
 
         def body(acc, chunk):
-            s, l = _batch(params, chunk[0], chunk[1], shift)
-            return jax.tree.map(jnp.add, acc, (s, l)), None
+            s, chunk_ll = _batch(params, chunk[0], chunk[1], shift)
+            return jax.tree.map(jnp.add, acc, (s, chunk_ll)), None
 
         zero = jax.tree.map(
             jnp.zeros_like, jax.eval_shape(lambda: _batch(params, Xp[0], wp[0], shift))
