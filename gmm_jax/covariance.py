@@ -115,27 +115,31 @@ def stabilised_precision_cholesky(covariances: Array, covariance_type: str) -> t
 
     Rounding can leave a rank-deficient covariance (more features than samples, a component on
     few points) slightly indefinite, so ``cholesky`` returns NaN. Such matrices (per component for
-    full) get ``100 * eps`` and then ``1e4 * eps`` times their mean variance added to the diagonal;
-    matrices whose factorisation succeeds are returned unchanged. Whatever still fails stays
-    non-finite for ``repair_components``.
+    full) take the first of ``+100 eps`` and ``+1e4 eps`` times their mean variance on the diagonal
+    that factorises; matrices whose factorisation succeeds are returned unchanged. Whatever still
+    fails stays non-finite for ``repair_components``.
+
+    The three candidates are factorised in one batched call (stacked on a leading axis): separate
+    factorisations inside ``lax.scan`` deadlocked XLA's CPU runtime (jax 0.10.2).
 
     Returns:
         (covariances, precisions_cholesky), both in the type's shape.
     """
-    prec_chol = precision_cholesky_from_covariances(covariances, covariance_type)
     if covariance_type not in ("full", "tied"):
-        return covariances, prec_chol
+        return covariances, precision_cholesky_from_covariances(covariances, covariance_type)
     eps = jnp.finfo(covariances.dtype).eps
     eye = jnp.eye(covariances.shape[-1], dtype=covariances.dtype)
     scale = jnp.mean(jnp.diagonal(covariances, axis1=-2, axis2=-1), axis=-1)
     scale = jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0)[..., None, None]
-    for factor in (1e2, 1e4):
-        bad = ~jnp.all(jnp.isfinite(prec_chol), axis=(-2, -1))[..., None, None]
-        jittered = covariances + factor * eps * scale * eye
-        covariances = jnp.where(bad, jittered, covariances)
-        prec_chol = jnp.where(
-            bad, precision_cholesky_from_covariances(jittered, covariance_type), prec_chol)
-    return covariances, prec_chol
+    factors = jnp.asarray([0.0, 1e2, 1e4], covariances.dtype) * eps
+    candidates = covariances[None] + factors.reshape((3,) + (1,) * covariances.ndim) * scale * eye
+    chols = precision_cholesky_from_covariances(candidates, covariance_type)
+    ok = jnp.all(jnp.isfinite(chols), axis=(-2, -1))  # (3,) or (3, K)
+    # index of the first candidate that factorises (0 when none does: stays non-finite)
+    pick = jnp.argmax(ok, axis=0)
+    take = lambda a: jnp.take_along_axis(  # noqa: E731
+        a, pick.reshape((1,) + pick.shape + (1, 1)), axis=0)[0]
+    return take(candidates), take(chols)
 
 
 def precision_cholesky_from_precisions(precisions: Array, covariance_type: str) -> Array:
