@@ -14,6 +14,7 @@ from gmm_jax.density import (
     predict,
     responsibilities,
 )
+from gmm_jax.distributed import fit_sharded
 from gmm_jax.em import check_monotone, e_step, fit, m_step, stats_from_responsibilities
 from gmm_jax.interop import from_numpyro, to_numpyro  # noqa: E402
 from gmm_jax.io import load, save  # noqa: E402
@@ -27,6 +28,7 @@ from gmm_jax.selection import (  # noqa: E402
     select_n_components,
 )
 from gmm_jax.sklearn import GaussianMixture, GMMClassifier  # noqa: E402
+from gmm_jax.streaming import fit_batches, online_em
 from gmm_jax.types import COVARIANCE_TYPES, FitResult, GMMParams, KMeansResult, SuffStats
 
 __version__ = "0.1.0"
@@ -38,7 +40,10 @@ __all__ = [
     "Selection",
     "aic",
     "bic",
+    "fit_batches",
     "fit_classifier",
+    "fit_sharded",
+    "online_em",
     "from_numpyro",
     "heldout_log_likelihood",
     "load",
