@@ -18,6 +18,7 @@ import numpy as np
 
 from gmm_jax import covariance as cov
 from gmm_jax import natural, validation
+from gmm_jax.chunking import sum_over_chunks
 from gmm_jax.density import log_prob_components
 from gmm_jax.init import check_init, initial_responsibilities
 from gmm_jax.types import FitResult, GMMParams, SuffStats
@@ -133,23 +134,8 @@ def e_step(
 
         size = min(size, natural.SUB_ROWS)  # phi stays in cache; one scan level compiles faster
 
-    if size >= n:
-        stats, sum_ll = _batch(params, X, w, shift)
-    else:
-        n_chunks = -(-n // size)
-        pad = n_chunks * size - n
-        Xp = jnp.pad(X, ((0, pad), (0, 0))).reshape(n_chunks, size, d)
-        wp = jnp.pad(w, (0, pad)).reshape(n_chunks, size)
-
-        def body(acc, chunk):
-            s, chunk_ll = _batch(params, chunk[0], chunk[1], shift)
-            return jax.tree.map(jnp.add, acc, (s, chunk_ll)), None
-
-        zero = jax.tree.map(
-            jnp.zeros_like, jax.eval_shape(lambda: _batch(params, Xp[0], wp[0], shift))
-        )
-        (stats, sum_ll), _ = jax.lax.scan(body, zero, (Xp, wp))
-        stats = stats._replace(shift=shift)
+    stats, sum_ll = sum_over_chunks(lambda x, wt: _batch(params, x, wt, shift), X, w, size)
+    stats = stats._replace(shift=shift)  # the chunks share one shift; it is not summed
     return stats, sum_ll / jnp.sum(stats.Nk)
 
 

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax import covariance as cov
+from gmm_jax.chunking import sum_over_chunks
 from gmm_jax.types import GMMParams, SuffStats
 
 Array = jax.Array
@@ -180,20 +181,8 @@ def e_step_batch_theta(theta: Array, X: Array, w: Array, shift: Array,
     """
     n, d = X.shape
     Y = X - shift[None, :]
-    if n <= SUB_ROWS:
-        M, sum_ll = _moments(theta, Y, w, covariance_type)
-    else:
-        n_sub = -(-n // SUB_ROWS)
-        pad = n_sub * SUB_ROWS - n
-        Yp = jnp.pad(Y, ((0, pad), (0, 0))).reshape(n_sub, SUB_ROWS, d)
-        wp = jnp.pad(w, (0, pad)).reshape(n_sub, SUB_ROWS)
-
-        def body(acc, chunk):
-            m, ll = _moments(theta, chunk[0], chunk[1], covariance_type)
-            return (acc[0] + m, acc[1] + ll), None
-
-        zero = (jnp.zeros((theta.shape[1], theta.shape[0]), X.dtype), jnp.zeros((), X.dtype))
-        (M, sum_ll), _ = jax.lax.scan(body, zero, (Yp, wp))
+    M, sum_ll = sum_over_chunks(lambda y, wt: _moments(theta, y, wt, covariance_type), Y, w,
+                                SUB_ROWS)
     return stats_from_moments(M, shift, covariance_type), sum_ll
 
 
