@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gmm_jax import validation
-from gmm_jax.em import _e_step_batch, fit, m_step, repair_components
+from gmm_jax.em import _e_step_batch, em_iterations, fit
 from gmm_jax.types import FitResult, GMMParams, SuffStats
 
 Array = jax.Array
@@ -81,22 +81,11 @@ def sharded_e_step(params: GMMParams, X: Array, w: Array, shift: Array, *, mesh:
 
 @partial(jax.jit, static_argnames=("mesh", "axis_name", "max_iter"))
 def _sharded_em(params, X, w, shift, tol, reg_covar, *, mesh, axis_name, max_iter):
-    def step(c):
-        p, _, lb, it, _, hist, n_rep, _ = c
-        stats, ll = sharded_e_step(p, X, w, shift, mesh=mesh, axis_name=axis_name)
-        new, n_bad = repair_components(m_step(stats, reg_covar=reg_covar), stats)
-        ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(new)]))
-        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, p)
-        return (new, lb, ll, it + 1, jnp.abs(ll - lb) < tol, hist.at[it].set(ll),
-                n_rep + n_bad, ~ok)
+    def stats_fn(p):
+        return sharded_e_step(p, X, w, shift, mesh=mesh, axis_name=axis_name)
 
-    dt = X.dtype
-    init = (params, jnp.asarray(-jnp.inf, dt), jnp.asarray(-jnp.inf, dt),
-            jnp.asarray(0, jnp.int32), jnp.asarray(False), jnp.zeros((max_iter,), dt),
-            jnp.asarray(0, jnp.int32), jnp.asarray(False))
-    p, _, lb, n_iter, conv, hist, n_rep, _ = jax.lax.while_loop(
-        lambda c: (c[3] < max_iter) & ~c[4] & ~c[7], step, init)
-    hist = jnp.where(jnp.arange(max_iter) < n_iter, hist, lb)
+    p, lb, hist, n_iter, conv, n_rep = em_iterations(params, stats_fn, tol, reg_covar,
+                                                     max_iter=max_iter, loop="while")
     return FitResult(p, lb, hist, n_iter, conv, lb[None], n_rep)
 
 
@@ -142,10 +131,8 @@ def fit_sharded(
         (2, 3)
     """
     mesh = data_mesh(axis_name=axis_name) if mesh is None else mesh
-    n_components = validation.check_positive_int(n_components, "n_components")
-    max_iter = validation.check_positive_int(max_iter, "max_iter")
-    tol = validation.check_nonneg_float(tol, "tol")
-    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
+    n_components, max_iter, tol, reg_covar = validation.check_em_options(
+        n_components, max_iter, tol, reg_covar)
     X = validation.check_array(X, min_samples=n_components)
     sw = validation.check_sample_weight(sample_weight, X.shape[0], X.dtype)
     if init_params is None:

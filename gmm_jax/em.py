@@ -228,14 +228,28 @@ def _all_finite(tree) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
 
 
-def _em_loop(params, X, w, tol, reg_covar, *, max_iter, loop, chunk_size):
-    """Runs EM from ``params``; returns (params, lower_bound, history, n_iter, converged, n_rep)."""
-    dtype = X.dtype
-    zero_shift = jnp.zeros(X.shape[-1], dtype)
+def em_iterations(params, stats_fn, tol, reg_covar, *, max_iter, loop):
+    """The EM loop around any E-step; used by ``fit`` and by the sharded fit.
+
+    Each iteration: ``stats, ll = stats_fn(params)``, M-step, repair of collapsed components, and
+    a guard that keeps the previous parameters (and stops) if anything became non-finite.
+
+    Args:
+        params: starting ``GMMParams``.
+        stats_fn: ``params -> (SuffStats, mean log-likelihood)``, e.g. a chunked or sharded E-step.
+        tol: stop when the mean log-likelihood changes by less than this (``loop="while"``).
+        reg_covar: added to covariance diagonals.
+        max_iter: iteration cap (static).
+        loop: ``"while"`` (sklearn's stopping rule) or ``"scan"`` (exactly ``max_iter``).
+
+    Returns:
+        (params, lower_bound, history (max_iter,), n_iter, converged, n_repaired).
+    """
+    dtype = params.means.dtype
 
     def step(carry):
         params, _, lb, it, _, history, n_rep, _ = carry
-        stats, ll = e_step(params, X, sample_weight=w, shift=zero_shift, chunk_size=chunk_size)
+        stats, ll = stats_fn(params)
         new = m_step(stats, reg_covar=reg_covar)
         new, n_bad = repair_components(new, stats)
         ok = _all_finite(new) & jnp.isfinite(ll)
@@ -264,6 +278,16 @@ def _em_loop(params, X, w, tol, reg_covar, *, max_iter, loop, chunk_size):
     params, _, lb, n_iter, converged, history, n_rep, _ = final
     history = jnp.where(jnp.arange(max_iter) < n_iter, history, lb)
     return params, lb, history, n_iter, converged, n_rep
+
+
+def _em_loop(params, X, w, tol, reg_covar, *, max_iter, loop, chunk_size):
+    """Runs EM from ``params`` on centred X; returns what :func:`em_iterations` returns."""
+    zero_shift = jnp.zeros(X.shape[-1], X.dtype)
+
+    def stats_fn(p):
+        return e_step(p, X, sample_weight=w, shift=zero_shift, chunk_size=chunk_size)
+
+    return em_iterations(params, stats_fn, tol, reg_covar, max_iter=max_iter, loop=loop)
 
 
 def _params_from_init(Xc, w, key, reg_covar, weights_init, means_init, precisions_init, *,
@@ -388,11 +412,9 @@ def fit(
     """
     cov.check_covariance_type(covariance_type)
     check_init(init)
-    n_components = validation.check_positive_int(n_components, "n_components")
-    max_iter = validation.check_positive_int(max_iter, "max_iter")
+    n_components, max_iter, tol, reg_covar = validation.check_em_options(
+        n_components, max_iter, tol, reg_covar)
     n_init = validation.check_positive_int(n_init, "n_init")
-    tol = validation.check_nonneg_float(tol, "tol")
-    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
     if loop not in ("while", "scan"):
         raise ValueError(f"loop must be 'while' or 'scan', got {loop!r}.")
     if chunk_size is not None:

@@ -125,10 +125,8 @@ def fit_batches(
         (2, 2)
     """
     dtype = validation.float_dtype(dtype) if dtype is not None else np.float32
-    n_components = validation.check_positive_int(n_components, "n_components")
-    max_iter = validation.check_positive_int(max_iter, "max_iter")
-    tol = validation.check_nonneg_float(tol, "tol")
-    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
+    n_components, max_iter, tol, reg_covar = validation.check_em_options(
+        n_components, max_iter, tol, reg_covar)
     size, n, d, mean = _scan_source(batches, dtype)
     if n < n_components:
         raise ValueError(f"the batches hold {n} samples, fewer than n_components={n_components}.")

@@ -132,6 +132,16 @@ def check_nonneg_float(value, name: str) -> float:
     return float(value)
 
 
+def check_em_options(n_components, max_iter, tol, reg_covar) -> tuple[int, int, float, float]:
+    """Validates the options every EM entry point shares; returns them normalised."""
+    return (
+        check_positive_int(n_components, "n_components"),
+        check_positive_int(max_iter, "max_iter"),
+        check_nonneg_float(tol, "tol"),
+        check_nonneg_float(reg_covar, "reg_covar"),
+    )
+
+
 def check_key(key):
     """Accepts a JAX PRNG key (typed or raw uint32) or an int seed; returns a key."""
     if isinstance(key, numbers.Integral) and not isinstance(key, bool):
