@@ -57,6 +57,7 @@ def machine_info() -> dict:
         "jax_backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "loadavg_start": list(os.getloadavg()),
     }
 
 
@@ -110,8 +111,10 @@ def write_markdown(path: Path, info: dict, rows: list[dict]) -> None:
         "# bench_vae: reference VAE (Bernoulli, Adam 1e-3, batch 128)",
         "",
         f"- date (UTC): {info['date_utc']}",
-        f"- machine: {info['cpu']} ({info['cpu_count']} logical CPUs visible; shared with other "
-        "jobs while measured), " + info["platform"],
+        f"- machine: {info['cpu']} ({info['cpu_count']} logical CPUs visible), "
+        + info["platform"],
+        f"- load average (1 min): {info['loadavg_start'][0]:.2f} at start, "
+        f"{info['loadavg_end'][0]:.2f} at the end (other jobs on the machine slow steps/s)",
         f"- JAX {info['jax']} on {info['jax_backend']} ({', '.join(info['devices'])})",
         f"- command: `{info['command']}`",
         "",
@@ -158,6 +161,7 @@ def main(argv=None) -> int:
                       progress=not args.no_progress)
         print(json.dumps(row), flush=True)
         rows.append(row)
+    info["loadavg_end"] = list(os.getloadavg())
     (out / "bench_vae.json").write_text(json.dumps({"machine": info, "results": rows}, indent=2))
     write_markdown(out / "bench_vae.md", info, rows)
     return 0

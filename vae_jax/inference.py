@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vae_jax import validation
 from vae_jax.train import evaluate
 
 Array = jax.Array
@@ -29,6 +30,10 @@ def cluster(model: nnx.Module, X, *, batch_size: int = 1000) -> tuple[np.ndarray
     Returns:
         ``(labels, probs)``: (N,) int32 argmax cluster and (N, K) float probabilities.
 
+    Raises:
+        TypeError: a model without clusters (a ``VAE``).
+        ValueError: bad data (wrong width, NaN/inf, outside [0, 1] for a Bernoulli model).
+
     Example:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
@@ -38,6 +43,7 @@ def cluster(model: nnx.Module, X, *, batch_size: int = 1000) -> tuple[np.ndarray
         >>> labels.shape, probs.shape
         ((5,), (5, 3))
     """
+    validation.check_has_clusters(model, "cluster")
     probs = np.asarray(evaluate(model, X, jax.random.key(0), method="cluster_probs",
                                 batch_size=batch_size))
     return probs.argmax(axis=-1).astype(np.int32), probs
@@ -51,10 +57,27 @@ def generate(model: nnx.Module, key: Array, component: int, n: int) -> np.ndarra
         key: PRNG key.
         component: cluster index in ``[0, K)``.
         n: number of samples.
+
+    Raises:
+        TypeError: a model without clusters, a non-integer component or n, a bad key.
+        ValueError: a component outside ``[0, K)`` or ``n < 1``.
+
+    Example:
+        >>> import jax
+        >>> from flax import nnx
+        >>> from vae_jax.gmvae import GMVAE
+        >>> m = GMVAE(6, 3, latent_dim=2, hidden=(8,), rngs=nnx.Rngs(0))
+        >>> generate(m, jax.random.key(0), 2, 4).shape
+        (4, 6)
     """
-    if not 0 <= int(component) < model.n_components:
-        raise ValueError(f"component must be in [0, {model.n_components}), got {component}")
-    return np.asarray(model.generate(key, jnp.int32(component), int(n)))
+    K = validation.check_has_clusters(model, "generate")
+    component = validation.check_int(component, "component", minimum=0)
+    if component >= K:
+        raise ValueError(f"component must be in [0, {K}) for a model with {K} clusters, got "
+                         f"{component}")
+    n = validation.check_int(n, "n")
+    key = validation.check_key(key)
+    return np.asarray(model.generate(key, jnp.int32(component), n))
 
 
 def cluster_grid(
@@ -66,6 +89,7 @@ def cluster_grid(
     n_per_cluster: int = 10,
     order: np.ndarray | None = None,
     title: str | None = None,
+    dpi: int | None = None,
 ) -> np.ndarray:
     """Writes a PNG grid with one row of generated samples per cluster (``plots.sample_grid``).
 
@@ -78,17 +102,24 @@ def cluster_grid(
         order: optional permutation of the clusters for the rows (e.g. sorted by the class
             they match best); default 0..K-1.
         title: optional figure title.
+        dpi: PNG resolution (default ``plots.DEFAULT_DPI``).
 
     Returns:
         (K, n_per_cluster, H, W) array of the images drawn.
     """
     from vae_jax import plots
 
-    K = model.n_components
+    K = validation.check_has_clusters(model, "cluster_grid")
     order = np.arange(K) if order is None else np.asarray(order)
+    if order.shape != (K,) or sorted(order.tolist()) != list(range(K)):
+        raise ValueError(f"order must be a permutation of 0..{K - 1}, got {order.tolist()}")
+    if int(np.prod(image_shape)) != model.n_features:
+        raise ValueError(f"image_shape {tuple(image_shape)} has {int(np.prod(image_shape))} "
+                         f"pixels but the model generates {model.n_features} features")
     keys = jax.random.split(key, K)
     imgs = np.stack([generate(model, keys[i], int(c), n_per_cluster) for i, c in
                      enumerate(order)]).reshape(K, n_per_cluster, *image_shape)
     plots.sample_grid(imgs.reshape(K * n_per_cluster, *image_shape), path, ncols=n_per_cluster,
-                      image_shape=tuple(image_shape), title=title)
+                      image_shape=tuple(image_shape), title=title,
+                      **({} if dpi is None else {"dpi": dpi}))
     return imgs

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vae_jax import losses, nets
+from vae_jax import losses, nets, validation
 
 Array = jax.Array
 
@@ -72,6 +72,11 @@ class M2(nnx.Module):
         balance: weight of ``KL(mean_batch q(c|y) || uniform)`` in the loss (0 = off).
         rngs: initialisation RNGs.
 
+    Raises:
+        TypeError, ValueError: bad hyper-parameters (non-integer or non-positive widths, fewer
+            than 2 classes, an unknown likelihood, negative weights, ``rngs`` that is not an
+            ``nnx.Rngs``).
+
     Example:
         >>> from flax import nnx
         >>> import jax, jax.numpy as jnp
@@ -79,6 +84,9 @@ class M2(nnx.Module):
         >>> m.elbo(jnp.full((4, 6), 0.5), jax.random.key(0)).shape
         (4,)
     """
+
+    uses_labels = True
+    """Whether ``loss`` reads labels ``y`` (``train`` refuses labels for models that do not)."""
 
     def __init__(
         self,
@@ -94,20 +102,40 @@ class M2(nnx.Module):
         balance: float = 0.0,
         rngs: nnx.Rngs,
     ):
-        hidden = tuple(int(h) for h in hidden)
-        K = int(n_classes)
-        self.n_features = int(n_features)
+        n_features = validation.check_int(n_features, "n_features")
+        K = validation.check_int(n_classes, "n_classes", minimum=2)
+        latent_dim = validation.check_int(latent_dim, "latent_dim")
+        hidden = validation.check_hidden(hidden)
+        likelihood = validation.check_choice(likelihood, "likelihood", validation.LIKELIHOODS)
+        validation.check_rngs(rngs)
+        self.n_features = n_features
         self.n_components = K
-        self.latent_dim = int(latent_dim)
-        self.alpha = None if alpha is None else float(alpha)
-        self.n_samples = int(n_samples)
-        self.entropy_weight = float(entropy_weight)
-        self.balance = float(balance)
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.likelihood = likelihood
+        self.alpha = None if alpha is None else validation.check_float(alpha, "alpha", minimum=0)
+        self.n_samples = validation.check_int(n_samples, "n_samples")
+        self.entropy_weight = validation.check_float(entropy_weight, "entropy_weight", minimum=0)
+        self.balance = validation.check_float(balance, "balance", minimum=0)
         self.classifier = nets.MLP(n_features, hidden, K, rngs=rngs)
         self.encoder = nets.GaussianEncoder(n_features, hidden, latent_dim, cond_features=K,
                                             rngs=rngs)
         self.decoder = nets.make_decoder(likelihood, latent_dim, hidden[::-1], n_features,
                                          cond_features=K, rngs=rngs)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes K (also ``n_components``, the name the clustering helpers use)."""
+        return self.n_components
+
+    def get_config(self) -> dict:
+        """Constructor arguments (JSON-serialisable) that rebuild this model; used by
+        :func:`vae_jax.save`. ``alpha`` is the current value (it is often set after
+        construction from the labels, ``m.alpha = default_alpha(y)``)."""
+        return dict(n_features=self.n_features, n_classes=self.n_components,
+                    latent_dim=self.latent_dim, hidden=list(self.hidden),
+                    likelihood=self.likelihood, alpha=self.alpha, n_samples=self.n_samples,
+                    entropy_weight=self.entropy_weight, balance=self.balance)
 
     @property
     def log_prior(self) -> Array:
@@ -207,6 +235,41 @@ class M2(nnx.Module):
     def cluster_probs(self, y: Array, key: Array | None = None) -> Array:
         """(B, K) class probabilities q(c | y)."""
         return jax.nn.softmax(self.class_logits(y))
+
+    def predict_proba(self, X, *, batch_size: int = 1000) -> np.ndarray:
+        """(N, K) class probabilities ``q(c | x)`` of every row of ``X`` (checked, batched).
+
+        Args:
+            X: (N, D) data in the training data's range.
+            batch_size: evaluation batch size.
+
+        Raises:
+            ValueError, TypeError: bad data (see :func:`vae_jax.validation.check_data`).
+
+        Example:
+            >>> import numpy as np
+            >>> from flax import nnx
+            >>> m = M2(6, 3, latent_dim=2, hidden=(8,), rngs=nnx.Rngs(0))
+            >>> m.predict_proba(np.full((4, 6), 0.5)).shape
+            (4, 3)
+        """
+        from vae_jax.inference import cluster
+
+        return cluster(self, X, batch_size=batch_size)[1]
+
+    def predict(self, X, *, batch_size: int = 1000) -> np.ndarray:
+        """(N,) int32 most probable class ``argmax_c q(c | x)`` of every row of ``X``.
+
+        Example:
+            >>> import numpy as np
+            >>> from flax import nnx
+            >>> m = M2(6, 3, latent_dim=2, hidden=(8,), rngs=nnx.Rngs(0))
+            >>> m.predict(np.full((4, 6), 0.5)).shape
+            (4,)
+        """
+        from vae_jax.inference import cluster
+
+        return cluster(self, X, batch_size=batch_size)[0]
 
     def generate(self, key: Array, component: int | Array, n: int) -> Array:
         """(n, D) decoder means for ``z ~ N(0, I)`` and class ``component``."""

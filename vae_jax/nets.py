@@ -31,6 +31,46 @@ from vae_jax import losses
 Array = jax.Array
 
 
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": nnx.relu,
+    "elu": nnx.elu,
+    "gelu": nnx.gelu,
+    "silu": nnx.silu,
+    "leaky_relu": nnx.leaky_relu,
+    "softplus": nnx.softplus,
+    "tanh": jnp.tanh,
+    "sigmoid": nnx.sigmoid,
+}
+"""Hidden non-linearities by name (names are what :func:`vae_jax.save` stores)."""
+
+
+def resolve_activation(activation) -> tuple[str | None, Callable[[Array], Array]]:
+    """``(name, function)`` for an activation given by name or as a callable.
+
+    A callable that is one of :data:`ACTIVATIONS` gets its name; any other callable gets
+    ``None`` (the model works, but :func:`vae_jax.save` cannot store it).
+
+    Raises:
+        ValueError: an unknown name.
+        TypeError: neither a string nor a callable.
+
+    Example:
+        >>> resolve_activation("tanh")[0], resolve_activation(nnx.relu)[0]
+        ('tanh', 'relu')
+    """
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)} or a callable, "
+                             f"got {activation!r}")
+        return activation, ACTIVATIONS[activation]
+    if not callable(activation):
+        raise TypeError(f"activation must be a name or a callable, got {activation!r}")
+    for name, fn in ACTIVATIONS.items():
+        if fn is activation:
+            return name, fn
+    return None, activation
+
+
 def _concat(x: Array, cond: Array | None) -> Array:
     """Concatenates an optional conditioning input (e.g. a one-hot label) on the feature axis."""
     if cond is None:

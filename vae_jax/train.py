@@ -29,6 +29,7 @@ written after an epoch whose losses and parameters are all finite.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 import warnings
@@ -43,6 +44,8 @@ import numpy as np
 import optax
 from flax import nnx
 from tqdm.auto import tqdm
+
+from vae_jax import io, validation
 
 Array = jax.Array
 
@@ -134,18 +137,28 @@ def evaluate(
 ) -> Array:
     """Applies a per-sample method (``elbo``, ``log_marginal``...) over a data set in batches.
 
+    The data are checked first (:func:`vae_jax.validation.check_data` with the model's width
+    and likelihood), so a wrong feature count, NaN/inf or out-of-range data raise a clear
+    ``ValueError`` instead of failing inside the traced program.
+
     Args:
         model: model with ``method(x, key, **kwargs) -> (B, ...)``.
         X: (N, D) data.
-        key: PRNG key (batch ``i`` uses ``split(key, n_batches)[i]``).
+        key: PRNG key or int seed (batch ``i`` uses ``split(key, n_batches)[i]``).
         method: name of the model method.
         batch_size: evaluation batch size (the last batch is padded and the padding dropped).
         **kwargs: static keyword arguments of the method (hashable, e.g. ``k=100``).
 
     Returns:
         (N, ...) per-sample results.
+
+    Raises:
+        ValueError, TypeError: bad data, batch size or key; a method the model lacks.
     """
-    X = jnp.asarray(X, jnp.float32)
+    X = validation.check_model_data(model, X)
+    if not callable(getattr(model, method, None)):
+        raise ValueError(f"{type(model).__name__} has no method {method!r}")
+    batch_size = validation.check_int(batch_size, "batch_size")
     graphdef, state = nnx.split(model)
     bs = int(min(batch_size, X.shape[0]))
     return _evaluate(graphdef, state, X, _as_key(key), method=method, batch_size=bs,
@@ -153,20 +166,29 @@ def evaluate(
 
 
 def evaluate_elbo(model: nnx.Module, X, key: Array, *, batch_size: int = 1000) -> float:
-    """Mean per-sample ELBO of ``model`` on ``X`` (nats)."""
-    return float(jnp.mean(evaluate(model, X, key, method="elbo", batch_size=batch_size)))
+    """Mean per-sample ELBO of ``model`` on ``X`` (nats).
+
+    Raises:
+        ValueError, TypeError: bad data (see :func:`evaluate`).
+        FloatingPointError: the ELBO is not finite for some sample (the message says how many
+            and the first row): the model, not the data, is at fault, since the data were
+            checked to be finite.
+    """
+    values = np.asarray(evaluate(model, X, key, method="elbo", batch_size=batch_size))
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise FloatingPointError(
+            f"the ELBO is not finite for {int(bad.sum())} of {values.size} samples (first: row "
+            f"{int(np.flatnonzero(bad)[0])}); the model's parameters have diverged or the data "
+            "are far outside what it was trained on")
+    return float(np.mean(values))
 
 
 # ------------------------------------------------------------------------------ checkpoints
 
 
 def _as_key(key) -> Array:
-    if isinstance(key, int | np.integer):
-        return jax.random.key(int(key))
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    return jax.random.wrap_key_data(key.astype(jnp.uint32))
+    return validation.check_key(key)
 
 
 def _is_key(leaf) -> bool:
@@ -178,16 +200,20 @@ def _leaf_paths(state) -> list[str]:
 
 
 def save_checkpoint(path: str | os.PathLike, state, *, epoch: int, key: Array,
-                    history: dict[str, list[float]], fingerprint: dict[str, Any]) -> None:
+                    history: dict[str, list[float]], fingerprint: dict[str, Any],
+                    model_meta: dict | None = None) -> None:
     """Writes a checkpoint atomically as an ``.npz`` of flattened arrays (no pickle).
 
     Args:
         path: destination file.
-        state: pytree of arrays (the ``nnx.State`` of model and optimizer).
+        state: pytree of arrays (the ``nnx.State`` of ``(model, optimizer)``).
         epoch: number of completed epochs.
         key: base PRNG key of the run.
         history: per-epoch lists so far.
         fingerprint: small dict of ints describing the run (checked on restore).
+        model_meta: optional JSON-serialisable description of the model (class and
+            constructor arguments, :func:`vae_jax.io.model_metadata`), so that
+            :func:`vae_jax.load` can rebuild the model from the checkpoint alone.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,12 +234,9 @@ def save_checkpoint(path: str | os.PathLike, state, *, epoch: int, key: Array,
         arrays[f"_history/{name}"] = np.asarray(history[name], np.float64)
     for name, value in fingerprint.items():
         arrays[f"_fp/{name}"] = np.asarray(value, np.int64)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    if model_meta is not None:
+        arrays["_model_meta"] = np.array(json.dumps(model_meta), dtype=np.str_)
+    io.write_npz_atomic(path, arrays)
 
 
 def _first_difference(a: list[str], b: list[str]) -> tuple[str, str]:
@@ -223,6 +246,34 @@ def _first_difference(a: list[str], b: list[str]) -> tuple[str, str]:
         if x != y:
             return x, y
     return "<none>", "<none>"
+
+
+def _part(path: str) -> str:
+    """Which half of a ``(model, optimizer)`` state a leaf path belongs to."""
+    return "model" if path.startswith("[0]") else "optimizer" if path.startswith("[1]") else ""
+
+
+def _structure_error(path, paths: list[str], expected: list[str]) -> ValueError:
+    for part in ("model", "optimizer"):
+        got = [p for p in paths if _part(p) == part]
+        want = [p for p in expected if _part(p) == part]
+        if got != want:
+            first = _first_difference(got, want)
+            if part == "model":
+                return ValueError(
+                    f"checkpoint {path} was written for a different model: {len(got)} model "
+                    f"arrays vs {len(want)} in this one (first difference: checkpoint "
+                    f"{first[0]}, model {first[1]}); build the model with the architecture of "
+                    "the interrupted run, or use another checkpoint_dir")
+            return ValueError(
+                f"checkpoint {path} holds the state of a different optimizer: {len(got)} "
+                f"optimizer arrays vs {len(want)} for this run's (first difference: checkpoint "
+                f"{first[0]}, this run {first[1]}); resume with the optimizer= of the "
+                "interrupted run (a float learning_rate and a schedule also build different "
+                "Adam states), or use another checkpoint_dir")
+    first = _first_difference(paths, expected)
+    return ValueError(f"checkpoint {path} does not match this run's state ({len(paths)} arrays "
+                      f"vs {len(expected)}; first difference {first})")
 
 
 def load_checkpoint(path: str | os.PathLike, like_state):
@@ -236,33 +287,43 @@ def load_checkpoint(path: str | os.PathLike, like_state):
         ``(state, epoch, key, history, fingerprint)``.
 
     Raises:
-        ValueError: the checkpoint does not match the structure, shapes or dtypes.
+        FileNotFoundError: no such file.
+        ValueError: a corrupt or truncated file, a file that is not a training checkpoint, or
+            a checkpoint whose model or optimizer does not match ``like_state`` (the message
+            says which of the two differs).
     """
-    with np.load(path, allow_pickle=False) as z:
-        paths = list(z["_paths"])
+    contents = io.read_npz(path, what="training checkpoint")
+    if "_paths" not in contents or "_epoch" not in contents:
+        hint = (" (it is a model file written by vae_jax.save: read it with vae_jax.load)"
+                if io.META_KEY in contents else "")
+        raise ValueError(f"{path} is not a vae_jax training checkpoint{hint}")
+    try:
+        paths = [str(p) for p in contents["_paths"]]
         expected = _leaf_paths(like_state)
         if paths != expected:
-            raise ValueError(
-                f"checkpoint {path} does not match the model: {len(paths)} leaves vs "
-                f"{len(expected)} expected (first difference: "
-                f"{_first_difference(paths, expected)})"
-            )
-        key_leaves = set(int(i) for i in z["_key_leaves"])
+            raise _structure_error(path, paths, expected)
+        key_leaves = set(int(i) for i in contents["_key_leaves"])
         like_leaves, treedef = jax.tree.flatten(like_state)
         leaves = []
         for i, like in enumerate(like_leaves):
-            arr = z[f"leaf_{i:05d}"]
+            arr = contents[f"leaf_{i:05d}"]
             if i in key_leaves:
                 leaves.append(jax.random.wrap_key_data(jnp.asarray(arr)))
                 continue
             if arr.shape != tuple(like.shape) or arr.dtype != like.dtype:
-                raise ValueError(f"checkpoint leaf {paths[i]}: {arr.shape} {arr.dtype}, model "
-                                 f"has {like.shape} {like.dtype}")
+                raise ValueError(
+                    f"checkpoint {path}: {_part(paths[i])} array {paths[i]} is {arr.shape} "
+                    f"{arr.dtype}, this run's is {tuple(like.shape)} {like.dtype}; the "
+                    f"{_part(paths[i]) or 'state'} differs from the interrupted run's")
             leaves.append(jnp.asarray(arr))
-        epoch = int(z["_epoch"])
-        key = jax.random.wrap_key_data(jnp.asarray(z["_key"]))
-        history = {str(n): [float(v) for v in z[f"_history/{n}"]] for n in z["_history_names"]}
-        fingerprint = {k[4:]: int(z[k]) for k in z.files if k.startswith("_fp/")}
+        epoch = int(contents["_epoch"])
+        key = jax.random.wrap_key_data(jnp.asarray(contents["_key"]))
+        history = {str(n): [float(v) for v in contents[f"_history/{n}"]]
+                   for n in contents["_history_names"]}
+        fingerprint = {k[4:]: int(v) for k, v in contents.items() if k.startswith("_fp/")}
+    except KeyError as err:
+        raise ValueError(f"checkpoint {path} is incomplete (missing {err}); it is corrupt or "
+                         "was not written by vae_jax") from err
     return jax.tree.unflatten(treedef, leaves), epoch, key, history, fingerprint
 
 
@@ -289,6 +350,53 @@ def _fmt(d: dict[str, float]) -> dict[str, str]:
     return {k: f"{v:.4g}" for k, v in d.items()}
 
 
+class TrainingDivergedError(FloatingPointError):
+    """A non-finite loss, parameter or validation ELBO stopped :func:`train`.
+
+    A ``FloatingPointError`` that carries what the run had done so far.
+
+    Attributes:
+        history: the per-epoch history of the completed (finite) epochs, as :func:`train`
+            would have returned it.
+        epoch: the 0-based epoch in which training stopped.
+        checkpoint: path of the last good checkpoint, or None.
+    """
+
+    def __init__(self, message: str, *, history: dict[str, list[float]], epoch: int,
+                 checkpoint: Path | None = None):
+        super().__init__(message)
+        self.history = history
+        self.epoch = epoch
+        self.checkpoint = checkpoint
+
+
+RESUME_IF_PRESENT = "if_present"
+
+
+def _check_resume(resume, checkpoint_dir) -> Path | None:
+    """The checkpoint file to resume from (None: start fresh), or a clear error."""
+    if resume not in (False, True, RESUME_IF_PRESENT):
+        raise ValueError(f"resume must be False, True or {RESUME_IF_PRESENT!r}, got {resume!r}")
+    if not resume:
+        return None
+    if checkpoint_dir is None:
+        raise ValueError("resume needs checkpoint_dir= (the folder of the interrupted run)")
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME
+    if ckpt.is_file():
+        return ckpt
+    if resume == RESUME_IF_PRESENT:
+        return None
+    where = (f"{checkpoint_dir} has no {CHECKPOINT_NAME}" if Path(checkpoint_dir).is_dir() else
+             f"checkpoint_dir {str(checkpoint_dir)!r} does not exist")
+    raise FileNotFoundError(
+        f"resume=True but {where}; check the path, or pass resume={RESUME_IF_PRESENT!r} to "
+        "resume when a checkpoint exists and start from scratch otherwise")
+
+
+def _uses_labels(model) -> bool:
+    return bool(getattr(model, "uses_labels", True))
+
+
 def train(
     model: nnx.Module,
     X,
@@ -303,11 +411,17 @@ def train(
     binarize: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
-    resume: bool = False,
+    resume: bool | str = False,
     progress: bool = True,
     val_batch_size: int = 1000,
 ) -> tuple[nnx.Module, dict[str, list[float]]]:
     """Trains a model that follows the protocol of this module (``loss`` and ``elbo``).
+
+    Every input is checked before anything is traced: the width of ``X`` and ``X_val`` against
+    the model's ``n_features``, NaN/inf (the message gives the first bad rows), values in
+    [0, 1] for a Bernoulli likelihood or ``binarize=True``, labels (integers in
+    ``[0, n_classes)`` or -1, one per row; labels passed to a model that ignores them are an
+    error), and every number of the schedule.
 
     Args:
         model: the ``nnx.Module`` to train; updated in place and returned.
@@ -317,7 +431,8 @@ def train(
             permutation (the remainder is dropped that epoch; a different one each epoch).
         learning_rate: Adam learning rate, a float or an optax schedule (step -> rate).
         key: PRNG key (or an int seed) for shuffling, binarisation and the model's sampling.
-        y: optional (N,) int labels, ``-1`` for unlabelled samples; batched with ``X``.
+        y: optional (N,) int labels, ``-1`` for unlabelled samples; batched with ``X``. Only
+            for models that use labels (M2); VAE and GMVAE refuse them.
         X_val: optional (N_val, D) data; the mean validation ELBO is recorded each epoch.
         optimizer: optax transformation used instead of ``optax.adam(learning_rate)``.
         binarize: dynamic binarisation, ``x ~ Bernoulli(x)`` drawn afresh at every step
@@ -325,8 +440,10 @@ def train(
         checkpoint_dir: folder for ``checkpoint.npz``; None disables checkpoints.
         checkpoint_every: save after every this many epochs (and after the last one); 0 saves
             only at the end (when ``checkpoint_dir`` is set).
-        resume: continue from ``checkpoint_dir/checkpoint.npz`` if it exists (parameters,
-            optimizer state, completed epochs, key and history are restored).
+        resume: ``True`` continues from ``checkpoint_dir/checkpoint.npz`` (parameters,
+            optimizer state, completed epochs, key and history are restored) and raises
+            ``FileNotFoundError`` if there is none; ``"if_present"`` resumes when the file
+            exists and starts from scratch otherwise (for jobs that may be preempted).
         progress: show a tqdm bar with the loss terms.
         val_batch_size: batch size of the validation pass.
 
@@ -336,9 +453,13 @@ def train(
         lists.
 
     Raises:
-        FloatingPointError: a non-finite loss or parameter appeared; the model keeps the
-            parameters of the last good epoch and the last checkpoint is left untouched.
-        ValueError: bad arguments, or a checkpoint that does not fit the model or the data.
+        TrainingDivergedError: (a ``FloatingPointError``) a non-finite loss, parameter or
+            validation ELBO appeared; the model keeps the parameters of the last good epoch,
+            the last checkpoint is left untouched, and the error's ``history`` holds the
+            completed epochs.
+        ValueError, TypeError: bad data, labels or arguments, or a checkpoint that does not
+            fit the model, the optimizer or the data (the message says which).
+        FileNotFoundError: ``resume=True`` and no checkpoint in ``checkpoint_dir``.
 
     Example:
         >>> import jax, vae_jax
@@ -350,19 +471,31 @@ def train(
         >>> len(hist["loss"])
         1
     """
-    X = jnp.asarray(X, jnp.float32)
-    if X.ndim != 2:
-        raise ValueError(f"X must be (N, D), got shape {X.shape}")
+    epochs = validation.check_int(epochs, "epochs", minimum=0)
+    batch_size = validation.check_int(batch_size, "batch_size")
+    checkpoint_every = validation.check_int(checkpoint_every, "checkpoint_every", minimum=0)
+    val_batch_size = validation.check_int(val_batch_size, "val_batch_size")
+    if optimizer is None and not callable(learning_rate):
+        learning_rate = validation.check_float(learning_rate, "learning_rate", positive=True)
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation (e.g. "
+                        f"optax.adam(1e-3)), got {type(optimizer).__name__}")
+    X = validation.check_model_data(model, X, unit_interval=bool(binarize))
     n = int(X.shape[0])
-    if epochs < 0 or batch_size < 1:
-        raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
     batch_size = int(min(batch_size, n))
     n_batches = n // batch_size
     if y is not None:
-        y = jnp.asarray(y, jnp.int32).reshape(-1)
-        if y.shape[0] != n:
-            raise ValueError(f"y has {y.shape[0]} labels for {n} samples")
+        if not _uses_labels(model):
+            raise ValueError(
+                f"{type(model).__name__} is unsupervised and ignores labels; drop y= (use M2 "
+                "to train from labels)")
+        y = validation.check_labels(y, n, n_classes=getattr(model, "n_components", None))
+    X_val_j = None
+    if X_val is not None:
+        X_val_j = validation.check_model_data(model, X_val, name="X_val",
+                                              unit_interval=bool(binarize))
     key = _as_key(key)
+    ckpt_in = _check_resume(resume, checkpoint_dir)
 
     tx = optimizer if optimizer is not None else _default_optimizer(learning_rate)
     opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
@@ -371,23 +504,32 @@ def train(
     fingerprint = {"n_samples": n, "n_features": int(X.shape[1]), "batch_size": batch_size,
                    "binarize": int(binarize), "has_labels": int(y is not None)}
     ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    model_meta = io.model_metadata(model, strict=False) if ckpt is not None else None
     history: dict[str, list[float]] = {}
     start = 0
-    if resume and ckpt is not None and ckpt.exists():
-        state, start, saved_key, history, fp = load_checkpoint(ckpt, state)
+    if ckpt_in is not None:
+        state, start, saved_key, history, fp = load_checkpoint(ckpt_in, state)
         if fp != fingerprint:
-            raise ValueError(f"checkpoint {ckpt} was written for {fp}, this run is {fingerprint}")
+            raise ValueError(f"checkpoint {ckpt_in} was written for {fp}, this run is "
+                             f"{fingerprint}; pass the data and batch settings of the "
+                             "interrupted run, or use another checkpoint_dir")
         if not bool(jnp.all(jax.random.key_data(saved_key) == jax.random.key_data(key))):
             warnings.warn("resume: the checkpoint's key differs from `key`; using the "
                           "checkpoint's key so the run continues the interrupted one", stacklevel=2)
         key = saved_key
 
-    X_val_j = None
-    if X_val is not None:
-        X_val_j = jnp.asarray(X_val, jnp.float32)
-        if binarize:
-            X_val_j = jax.random.bernoulli(jax.random.fold_in(key, 2**31 - 1),
-                                           X_val_j).astype(jnp.float32)
+    n_val = 0 if X_val_j is None else int(X_val_j.shape[0])
+    if X_val_j is not None and binarize:
+        X_val_j = jax.random.bernoulli(jax.random.fold_in(key, 2**31 - 1),
+                                       X_val_j).astype(jnp.float32)
+
+    def diverged(msg: str, epoch: int) -> TrainingDivergedError:
+        last = ckpt if ckpt is not None and ckpt.exists() else None
+        return TrainingDivergedError(
+            msg + "; training stopped, the model keeps the parameters of the start of epoch "
+            f"{epoch}" + (f" and {last} is the last good checkpoint" if last else "")
+            + " (the error's .history holds the completed epochs; lower the learning rate)",
+            history={k: list(v) for k, v in history.items()}, epoch=epoch, checkpoint=last)
 
     bar = tqdm(total=epochs, initial=start, disable=not progress, desc="train", unit="epoch")
     try:
@@ -403,18 +545,21 @@ def train(
                 bad = np.flatnonzero(~np.isfinite(np.asarray(losses)))
                 where = f"at step {int(bad[0])} of epoch {epoch}" if bad.size else \
                     f"in the parameters after epoch {epoch}"
-                raise FloatingPointError(
-                    f"non-finite loss {where}; training stopped, the model keeps the parameters "
-                    f"of epoch {epoch} start" + (f" and {ckpt} is the last good checkpoint"
-                                                 if ckpt is not None and ckpt.exists() else "")
-                    + " (lower the learning rate or check the data range)")
-            state = new_state
+                raise diverged(f"non-finite loss {where}", epoch)
             row = {"loss": float(jnp.mean(losses))}
             row.update({k: float(jnp.mean(v)) for k, v in metrics.items() if k != "loss"})
             if X_val_j is not None:
-                vmodel, _ = nnx.merge(graphdef, state)
-                row["val_elbo"] = evaluate_elbo(vmodel, X_val_j, jax.random.fold_in(ekey, 1),
-                                                batch_size=val_batch_size)
+                vmodel, _ = nnx.merge(graphdef, new_state)
+                vgraph, vstate = nnx.split(vmodel)
+                vals = _evaluate(vgraph, vstate, X_val_j, jax.random.fold_in(ekey, 1),
+                                 method="elbo", batch_size=min(val_batch_size, n_val),
+                                 kwargs=())
+                val_elbo = float(jnp.mean(vals))
+                if not np.isfinite(val_elbo):
+                    raise diverged(f"non-finite validation ELBO after epoch {epoch} (the "
+                                   "training loss was finite)", epoch)
+                row["val_elbo"] = val_elbo
+            state = new_state
             row["epoch_time_s"] = dt
             row["steps_per_s"] = n_batches / dt
             for k, v in row.items():
@@ -423,7 +568,7 @@ def train(
             if ckpt is not None and (done == epochs or
                                      (checkpoint_every and done % checkpoint_every == 0)):
                 save_checkpoint(ckpt, state, epoch=done, key=key, history=history,
-                                fingerprint=fingerprint)
+                                fingerprint=fingerprint, model_meta=model_meta)
             bar.set_postfix(_fmt({k: v for k, v in row.items()
                                   if k not in ("epoch_time_s",)}), refresh=False)
             bar.update(1)

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vae_jax import losses
-from vae_jax.nets import GaussianEncoder, make_decoder
+from vae_jax import losses, validation
+from vae_jax.nets import GaussianEncoder, make_decoder, resolve_activation
 
 Array = jax.Array
 
@@ -41,8 +41,14 @@ class VAE(nnx.Module):
         likelihood: ``"bernoulli"`` (decoder logits) or ``"gaussian"``.
         learn_variance: Gaussian decoder only: learn a per-feature variance, else fix it.
         fixed_log_var: Gaussian decoder only: the fixed (or initial) log-variance.
-        activation: hidden non-linearity.
+        activation: hidden non-linearity, a name from ``nets.ACTIVATIONS`` (``"relu"``,
+            ``"tanh"``...) or a callable (a custom callable cannot be saved by
+            :func:`vae_jax.save`).
         rngs: initialisation RNGs.
+
+    Raises:
+        TypeError, ValueError: bad hyper-parameters (non-integer or non-positive widths, an
+            unknown likelihood or activation, ``rngs`` that is not an ``nnx.Rngs``).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -51,6 +57,9 @@ class VAE(nnx.Module):
         >>> vae.elbo(jnp.zeros((5, 64)), jax.random.key(1)).shape
         (5,)
     """
+
+    uses_labels = False
+    """Whether ``loss`` reads labels ``y`` (``train`` refuses labels for models that do not)."""
 
     def __init__(
         self,
@@ -61,10 +70,19 @@ class VAE(nnx.Module):
         likelihood: str = "bernoulli",
         learn_variance: bool = True,
         fixed_log_var: float = 0.0,
-        activation: Callable[[Array], Array] = nnx.relu,
+        activation: str | Callable[[Array], Array] = "relu",
         rngs: nnx.Rngs,
     ):
-        hidden = tuple(int(h) for h in hidden)
+        in_features = validation.check_int(in_features, "in_features")
+        latent_dim = validation.check_int(latent_dim, "latent_dim")
+        hidden = validation.check_hidden(hidden)
+        likelihood = validation.check_choice(likelihood, "likelihood", validation.LIKELIHOODS)
+        fixed_log_var = validation.check_float(fixed_log_var, "fixed_log_var")
+        validation.check_rngs(rngs)
+        self.activation_name, activation = resolve_activation(activation)
+        self.hidden = hidden
+        self.learn_variance = bool(learn_variance)
+        self.fixed_log_var = fixed_log_var
         self.encoder = GaussianEncoder(in_features, hidden, latent_dim, activation=activation,
                                        rngs=rngs)
         self.decoder = make_decoder(likelihood, latent_dim, hidden[::-1], in_features,
@@ -74,12 +92,31 @@ class VAE(nnx.Module):
         self.latent_dim = int(latent_dim)
         self.likelihood = likelihood
 
+    @property
+    def n_features(self) -> int:
+        """Data width D (alias of ``in_features``, the name M2 and GMVAE use)."""
+        return self.in_features
+
+    def get_config(self) -> dict:
+        """Constructor arguments (JSON-serialisable) that rebuild this model's architecture.
+
+        Used by :func:`vae_jax.save`; ``VAE(**cfg, rngs=...)`` rebuilds the model.
+        """
+        return dict(in_features=self.in_features, latent_dim=self.latent_dim,
+                    hidden=list(self.hidden), likelihood=self.likelihood,
+                    learn_variance=self.learn_variance, fixed_log_var=self.fixed_log_var,
+                    activation=self.activation_name)
+
     # ------------------------------------------------------------------ encoder / decoder
     def encode(self, x: Array) -> tuple[Array, Array]:
         """(B, D) -> ``(mu, log_var)``, each (B, Z)."""
         chex.assert_rank(x, 2)
         chex.assert_axis_dimension(x, 1, self.in_features)
         return self.encoder(x)
+
+    def latent_mean(self, x: Array, key: Array | None = None) -> Array:
+        """(B, D) -> (B, Z) posterior mean ``mu(x)`` (for ``evaluate(method="latent_mean")``)."""
+        return self.encode(x)[0]
 
     def decode(self, z: Array) -> Array:
         """(..., Z) latents -> (..., D) decoder mean (pixel probabilities for Bernoulli)."""

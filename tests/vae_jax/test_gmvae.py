@@ -2,6 +2,8 @@
 p(c|x,w) against gmm_jax.responsibilities, the exact sum over c against enumeration, the
 information cut-off, a short training run, and shapes."""
 
+import types
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -11,7 +13,6 @@ from flax import nnx
 
 import gmm_jax
 import vae_jax
-from vae_jax import inference
 from vae_jax.gmvae import GMVAE, init_prior_from_latents, per_sample_responsibilities
 
 D, K, X, W, B = 6, 3, 2, 3, 5
@@ -22,6 +23,7 @@ def _data(n=B, seed=0):
 
 
 def _model(form, **kw):
+    kw.setdefault("prior_covariance", "diag")
     return GMVAE(D, K, latent_dim=X, w_dim=W, hidden=(8,), prior_hidden=(4,), form=form,
                  rngs=nnx.Rngs(0), **kw)
 
@@ -111,11 +113,38 @@ def test_paper_terms_against_direct_computation():
     np.testing.assert_allclose(_np(t["elbo"]), recon - cond - klw - klc, rtol=1e-4)
 
 
-@pytest.mark.parametrize("q_c,conditional", [("network", True), ("posterior", False)])
-def test_marginal_sum_equals_enumeration(q_c, conditional):
-    """The exact sum over c equals the ELBO enumerated class by class."""
+def _kl_full(mq, lq, mp, cov_p):
+    """Direct KL(N(mq, diag e^lq) || N(mp, cov_p)) for one pair."""
+    P = np.linalg.inv(cov_p)
+    d = mp - mq
+    return 0.5 * (np.sum(np.diag(P) * np.exp(lq)) + d @ P @ d - len(mq)
+                  + np.linalg.slogdet(cov_p)[1] - np.sum(lq))
+
+
+def _log_normal_full(x, mu, cov):
+    d = x - mu
+    return -0.5 * (len(mu) * np.log(2 * np.pi) + np.linalg.slogdet(cov)[1]
+                   + d @ np.linalg.solve(cov, d))
+
+
+def _random_full_prior(m, seed=0):
+    """Non-trivial precision Cholesky factors (correlated components)."""
+    rng = np.random.default_rng(seed)
+    m.prior_prec_lower[...] = jnp.asarray(rng.normal(size=(K, X, X)), jnp.float32)
+    m.prior_prec_log_diag[...] = jnp.asarray(rng.normal(scale=0.3, size=(K, X)), jnp.float32)
+
+
+@pytest.mark.parametrize("q_c,conditional,prior", [("network", True, "diag"),
+                                                   ("posterior", False, "diag"),
+                                                   ("posterior", True, "full")])
+def test_marginal_sum_equals_enumeration(q_c, conditional, prior):
+    """The exact sum over c equals the ELBO enumerated class by class (diagonal and full
+    mixture priors; the full prior's KL and p(c|x) written out with dense matrices)."""
     M = 2
-    m = _model("marginal", n_samples=M, q_c=q_c, conditional_encoder=conditional)
+    m = _model("marginal", n_samples=M, q_c=q_c, conditional_encoder=conditional,
+               prior_covariance=prior)
+    if prior == "full":
+        _random_full_prior(m)
     y = _data()
     key = jax.random.key(3)
     t = m.terms(y, key)
@@ -125,7 +154,12 @@ def test_marginal_sum_equals_enumeration(q_c, conditional):
     assert H == (K if conditional else 1)
     eps = _np(jax.random.normal(kx, (M, B, H, X)))
     xs = mu + np.exp(lv / 2) * eps
-    pm, plv = _np(m.prior_means[...]), _np(m.prior_log_vars[...])
+    pm = _np(m.prior_means[...])
+    if prior == "full":
+        L = _np(m.prior_precision_cholesky())
+        covs = np.linalg.inv(L @ np.swapaxes(L, -1, -2))
+    else:
+        plv = _np(m.prior_log_vars[...])
     yn = _np(y)
     if q_c == "network":
         logits = _np(m.classifier(y))
@@ -134,7 +168,11 @@ def test_marginal_sum_equals_enumeration(q_c, conditional):
         r = []
         xc = mu[:, 0] + np.exp(lv[:, 0] / 2) * _np(jax.random.normal(kc, (M, B, X)))
         for i in range(M):
-            lp = _log_normal(xc[i][:, None], pm, plv)
+            if prior == "full":
+                lp = np.array([[_log_normal_full(xc[i, b], pm[c], covs[c]) for c in range(K)]
+                               for b in range(B)])
+            else:
+                lp = _log_normal(xc[i][:, None], pm, plv)
             r.append(np.exp(lp - np.logaddexp.reduce(lp, 1, keepdims=True)))
         q = np.mean(r, 0)
     elbo = -np.sum(q * np.log(q * K), 1)                                 # -KL(q(c|y) || 1/K)
@@ -142,7 +180,10 @@ def test_marginal_sum_equals_enumeration(q_c, conditional):
         h = c if conditional else 0
         rec = np.mean([_bernoulli(yn, _np(m.decoder(jnp.asarray(xs[i, :, h], jnp.float32))))
                        for i in range(M)], 0)
-        kl = _kl(mu[:, h], lv[:, h], pm[c], plv[c])
+        if prior == "full":
+            kl = np.array([_kl_full(mu[b, h], lv[b, h], pm[c], covs[c]) for b in range(B)])
+        else:
+            kl = _kl(mu[:, h], lv[:, h], pm[c], plv[c])
         elbo += q[:, c] * (rec - kl)
     np.testing.assert_allclose(_np(t["elbo"]), elbo, rtol=1e-4, atol=1e-4)
 
@@ -159,6 +200,31 @@ def test_marginal_expected_log_prior_matches_monte_carlo():
         0.5 * jnp.sum(1 + jnp.log(2 * jnp.pi) + lv[:, 0], -1))[:, None]
     q = _np(t["q_c"])
     np.testing.assert_allclose(_np(t["kl_x"]), np.sum(q * mc_kl, 1), rtol=2e-2)
+
+
+def test_full_prior_sampling_and_warm_start_match_gmm_jax():
+    """x | c is drawn from N(m_c, (L L^T)^-1), and the warm start writes gmm_jax.fit's full
+    covariances (through their precision Cholesky factors) into the prior."""
+    m = _model("marginal", prior_covariance="full")
+    _random_full_prior(m, seed=1)
+    # component 2: strongly correlated, so L^-T L^-1 and L^-1 L^-T differ clearly
+    m.prior_prec_lower[...] = m.prior_prec_lower[...].at[2].set(jnp.array([[0.0, 0.0],
+                                                                           [1.5, 0.0]]))
+    m.prior_prec_log_diag[...] = m.prior_prec_log_diag[...].at[2].set(jnp.array([0.3, -0.4]))
+    cov = _np(m.prior_mixture().covariances)
+    L = _np(m.prior_precision_cholesky())
+    np.testing.assert_allclose(cov, np.linalg.inv(L @ np.swapaxes(L, -1, -2)), rtol=1e-4)
+    s = _np(m.sample_latent(jax.random.key(0), 2, 40000))
+    np.testing.assert_allclose(np.cov(s.T), cov[2], atol=0.05 * np.abs(cov[2]).max())
+    np.testing.assert_allclose(s.mean(0), _np(m.prior_means[...][2]), atol=0.03)
+    rng = np.random.default_rng(0)
+    Z = np.concatenate([rng.multivariate_normal(c, [[1.0, 0.8], [0.8, 1.0]], 200)
+                        for c in ([0, 0], [6, 0], [0, 6])]).astype(np.float32)
+    res = init_prior_from_latents(m, Z, jax.random.key(0), n_init=2)
+    assert res.params.covariance_type == "full"
+    np.testing.assert_allclose(_np(m.prior_mixture().covariances), _np(res.params.covariances),
+                               rtol=2e-3, atol=1e-4)
+    np.testing.assert_allclose(_np(m.prior_means[...]), _np(res.params.means), rtol=1e-6)
 
 
 @pytest.mark.parametrize("form", ["paper", "marginal"])
@@ -195,23 +261,38 @@ def test_free_bits_cutoff(form):
 
 
 @pytest.mark.parametrize("form", [pytest.param("paper", marks=pytest.mark.slow), "marginal"])
-def test_short_training_raises_elbo(form, tmp_path):
-    ds = vae_jax.data.load_digits()
-    Xtr = ds.X_train[:192]
+def test_fit_gmvae_raises_the_elbo_and_returns_both_phases(form, tmp_path):
+    """The recipe in miniature: warm-up, EM on the codes, ELBO phase, best of 2 restarts by
+    training ELBO. Both phases' histories come back, the step budgets become whole epochs
+    (3 steps per epoch here: 7 steps -> 3 epochs, 16 -> 6), the ELBO phase raises the ELBO,
+    the model returned is the chosen restart, and the sample grid has one row per cluster."""
+    from vae_jax.gmvae import training_elbo
+
+    Xtr = vae_jax.data.load_digits().X_train[:192]
     m = GMVAE(64, 4, latent_dim=3, w_dim=2, hidden=(16,), prior_hidden=(4,), form=form,
               rngs=nnx.Rngs(1))
-    m.pretraining = True
-    vae_jax.train(m, Xtr, epochs=3, batch_size=64, learning_rate=3e-3, key=0, progress=False)
-    init_prior_from_latents(m, m.latent_mean(jnp.asarray(Xtr)), jax.random.key(0), n_init=1,
-                            max_iter=20)
-    m.pretraining = False
-    before = vae_jax.evaluate_elbo(m, Xtr, jax.random.key(5))
-    vae_jax.train(m, Xtr, epochs=6, batch_size=64, learning_rate=3e-3, key=1, progress=False)
-    after = vae_jax.evaluate_elbo(m, Xtr, jax.random.key(5))
-    assert np.isfinite(after) and after > before + 1.0, (before, after)
-    imgs = inference.cluster_grid(m, jax.random.key(0), tmp_path / "g.png", image_shape=(8, 8),
-                                  n_per_cluster=3)
+    m, hist = vae_jax.fit_gmvae(m, Xtr, key=0, pretrain_steps=7, steps=16, batch_size=64,
+                                learning_rate=3e-3, n_init=1, n_restarts=2, X_val=Xtr[:50])
+    assert set(hist) == {"pretrain", "warm_start", "elbo", "restarts", "chosen"}
+    assert len(hist["pretrain"]["loss"]) == 3 and len(hist["elbo"]["loss"]) == 6
+    assert "val_elbo" in hist["pretrain"] and "kl_c" in hist["elbo"]
+    ws = hist["warm_start"]
+    assert sum(ws["cluster_sizes"]) == 192 and len(ws["cluster_sizes"]) == 4
+    assert np.isfinite(ws["log_likelihood"]) and not m.pretraining
+    val = hist["elbo"]["val_elbo"]
+    assert np.all(np.isfinite(val)) and val[-1] > val[0] + 1.0, val
+    elbos = [r["train_elbo"] for r in hist["restarts"]]
+    assert len(elbos) == 2 and elbos[0] != elbos[1]
+    assert hist["chosen"] == int(np.argmax(elbos))
+    assert hist["warm_start"] == hist["restarts"][hist["chosen"]]["warm_start"]
+    assert training_elbo(m, Xtr, jax.random.fold_in(jax.random.key(0), 2**30)) == max(elbos)
+    imgs = vae_jax.cluster_grid(m, jax.random.key(0), tmp_path / "g.png", image_shape=(8, 8),
+                                n_per_cluster=3)
     assert imgs.shape == (4, 3, 8, 8) and (tmp_path / "g.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="63 features"):
+        vae_jax.fit_gmvae(m, Xtr[:, :63], key=0)
+    with pytest.raises(TypeError, match="trains a GMVAE"):
+        vae_jax.fit_gmvae(vae_jax.VAE(64, 2, rngs=nnx.Rngs(0)), Xtr, key=0)
 
 
 def test_balance_term_adds_kl_of_mean_assignment():
@@ -222,3 +303,87 @@ def test_balance_term_adds_kl_of_mean_assignment():
     extra = 2.0 * np.sum(q * np.log(q * K))
     np.testing.assert_allclose(float(m1.loss(y, key)[0]) - float(m0.loss(y, key)[0]), extra,
                                rtol=1e-4, atol=1e-6)
+
+
+def test_one_recipe_the_defaults_the_example_and_the_benchmark_use():
+    """RECIPE is what GMVAE() and fit_gmvae() default to, and the example, the benchmark and
+    the README section call them without overriding any of it."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    from vae_jax.gmvae import RECIPE, fit_gmvae
+
+    ctor = inspect.signature(GMVAE.__init__).parameters
+    fit = inspect.signature(fit_gmvae).parameters
+    for name, value in RECIPE.items():
+        if name == "prior_covariance":
+            assert GMVAE(8, 2, rngs=nnx.Rngs(0)).prior_covariance == value
+        elif name in ctor:
+            assert ctor[name].default == value, name
+        else:
+            assert fit[name].default == value, name
+    root = Path(__file__).resolve().parents[2]
+
+    def calls(source):
+        tree = ast.parse(source)
+        return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and getattr(n.func, "attr", getattr(n.func, "id", None)) in ("GMVAE",
+                                                                            "fit_gmvae")]
+
+    section = (root / "benchmarks/results/vae_README_section.md").read_text()
+    snippets = [block.split("\n", 1)[1] for block in section.split("```")[1::2]
+                if block.startswith("python") and "fit_gmvae" in block]
+    sources = {"example": (root / "examples/vae_digits.py").read_text(),
+               "benchmark": (root / "benchmarks/bench_clustering.py").read_text(),
+               **{f"README snippet {i}": s for i, s in enumerate(snippets)}}
+    assert snippets, "the README section has no fit_gmvae snippet"
+    for where, source in sources.items():
+        found = calls(source)
+        assert found, where
+        for call in found:
+            overridden = {k.arg for k in call.keywords} & set(RECIPE)
+            assert not overridden, (where, overridden)
+
+
+def test_warm_start_refines_with_uniform_weights_and_keeps_the_most_balanced_restart(
+        monkeypatch):
+    """fit_latent_mixture: equal-weight EM keeps the weights at 1/K and never lowers the
+    likelihood; of the restarts, the one whose cluster proportions are closest to 1/K is kept,
+    even when another restart has the higher likelihood."""
+    from vae_jax import gmvae
+    from vae_jax.gmvae import _equal_weight_em, fit_latent_mixture
+
+    rng = np.random.default_rng(0)
+    Z = np.concatenate([rng.normal(c, 0.5, (n, 2)) for c, n in
+                        (([0, 0], 200), ([8, 0], 200), ([0, 3], 100), ([8, 3], 100))])
+    Z = jnp.asarray(Z, jnp.float32)
+    res = gmm_jax.fit(jax.random.key(0), Z, 3, covariance_type="full", n_init=1)
+    refined, lls = _equal_weight_em(res.params, Z, 1e-4, n_iter=30)
+    np.testing.assert_allclose(_np(refined.weights), 1 / 3, rtol=1e-6)
+    assert np.all(np.diff(_np(lls)) > -1e-4), lls          # EM with fixed weights is monotone
+    assert _np(lls)[-1] > _np(lls)[0]
+
+    # Two candidate mixtures: "merged" (the close blobs 1 and 3 in one component: 300/200/100)
+    # fits better, "balanced" (the far blobs 3 and 4 together: 200/200/200) matches
+    # p(c) = 1/K. The balanced one must be kept.
+    def mixture(groups):
+        lab = np.repeat(np.arange(4), [200, 200, 100, 100])
+        comp = np.asarray(groups)[lab]
+        Zn = np.asarray(Z)
+        means = np.stack([Zn[comp == k].mean(0) for k in range(3)])
+        covs = np.stack([np.cov(Zn[comp == k].T) + 1e-3 * np.eye(2) for k in range(3)])
+        w = np.bincount(comp) / len(comp)
+        return gmm_jax.params_from_covariances(jnp.asarray(w, jnp.float32),
+                                               jnp.asarray(means, jnp.float32),
+                                               jnp.asarray(covs, jnp.float32), "full")
+
+    candidates = [mixture([0, 1, 0, 2]), mixture([0, 1, 2, 2])]   # merged first, balanced second
+    calls = iter(candidates)
+    monkeypatch.setattr(gmvae.gmm_jax, "fit",
+                        lambda *a, **k: types.SimpleNamespace(params=next(calls)))
+    ws = fit_latent_mixture(Z, 3, jax.random.key(1), n_init=2, refine_iter=0)
+    assert ws.restart_log_likelihoods[0] > ws.restart_log_likelihoods[1]     # merged fits better
+    assert ws.restart_kl_to_uniform[1] < 1e-3 < ws.restart_kl_to_uniform[0]
+    assert ws.chosen == 1 and np.all(np.abs(ws.cluster_sizes - 200) <= 3), ws.cluster_sizes
+    np.testing.assert_allclose(ws.log_likelihood, ws.restart_log_likelihoods[1])

@@ -123,5 +123,11 @@ def test_short_training_raises_elbo_and_learns_labels():
                   progress=False)
     after = vae_jax.evaluate_elbo(m, X, jax.random.key(5))
     assert np.isfinite(after) and after > before + 1.0, (before, after)
-    pred, _ = vae_jax.cluster(m, X[150:])
+    pred, probs = vae_jax.cluster(m, X[150:])
     assert np.mean(pred == yt[150:]) > 0.5
+    # predict / predict_proba: the classifier q(c|x) on whole arrays, checked and batched
+    np.testing.assert_array_equal(m.predict(X[150:], batch_size=64), pred)
+    proba = m.predict_proba(X[150:])
+    np.testing.assert_allclose(proba, probs, rtol=1e-6)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    assert proba.shape == (150, 10) and m.predict(X[:1]).dtype == np.int32

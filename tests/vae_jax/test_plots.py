@@ -1,11 +1,31 @@
 """PNG writers produce valid PNG files without a display."""
 
+import struct
+
 import numpy as np
 import pytest
 
 from vae_jax import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path):
+    """(width, height) from the PNG header."""
+    return struct.unpack(">II", path.read_bytes()[16:24])
+
+
+def test_default_grids_are_readable(tmp_path):
+    """64 digit samples (8x8 each, 8 columns) used to come out 174x195 px; each image is now
+    drawn at >= 64 px on its longer side."""
+    imgs = np.random.default_rng(0).uniform(size=(64, 64)).astype(np.float32)
+    w, h = _png_size(plots.sample_grid(imgs, tmp_path / "g.png", ncols=8, title="samples"))
+    assert w >= 8 * 64 and h >= 8 * 64, (w, h)
+    assert w <= 8 * 72 + 40, (w, h)   # scaled by a whole factor (8), not blown up
+    w, h = _png_size(plots.sample_grid(np.zeros((100, 784)), tmp_path / "f.png", ncols=10))
+    assert w >= 10 * 64 and h >= 10 * 64, (w, h)   # 28x28 images: x3
+    w, h = _png_size(plots.reconstruction_grid(imgs, imgs, tmp_path / "r.png", n=10))
+    assert w >= 10 * 64 and h >= 2 * 64, (w, h)
 
 
 def test_sample_grid_reconstructions_and_scatter(tmp_path):

@@ -64,12 +64,40 @@ def test_resume_equals_uninterrupted(tmp_path):
     # the checkpoint holds no pickled objects
     with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as z:
         assert int(z["_epoch"]) == 4
-    with pytest.raises(ValueError, match="does not match|checkpoint leaf|written for"):
+    with pytest.raises(ValueError, match="model array .* the model differs"):
         vae_jax.train(vae_jax.VAE(64, 3, hidden=(16,), rngs=nnx.Rngs(0)), X, epochs=5,
+                      checkpoint_dir=tmp_path, resume=True, **kw)
+    with pytest.raises(ValueError, match="written for a different model: 10 model arrays vs 14"):
+        vae_jax.train(vae_jax.VAE(64, 2, hidden=(16, 16), rngs=nnx.Rngs(0)), X, epochs=5,
                       checkpoint_dir=tmp_path, resume=True, **kw)
     with pytest.raises(ValueError, match="written for"):
         vae_jax.train(_model(), X, epochs=5, checkpoint_dir=tmp_path, resume=True,
                       **dict(kw, batch_size=32))
+    # the same model with another optimizer is reported as an optimizer mismatch
+    with pytest.raises(ValueError, match="state of a different optimizer.*optimizer="):
+        vae_jax.train(_model(), X, epochs=5, checkpoint_dir=tmp_path, resume=True,
+                      **dict(kw, optimizer=optax.sgd(1e-2)))
+    with pytest.raises(ValueError, match="different optimizer"):
+        vae_jax.train(_model(), X, epochs=5, checkpoint_dir=tmp_path, resume=True,
+                      **dict(kw, learning_rate=optax.constant_schedule(1e-2)))
+
+
+def test_resume_needs_an_existing_checkpoint_unless_if_present(tmp_path):
+    missing = tmp_path / "runs" / "typo"
+    with pytest.raises(FileNotFoundError, match="does not exist.*'if_present'"):
+        vae_jax.train(_model(), X, epochs=1, checkpoint_dir=missing, resume=True, key=0, **KW)
+    missing.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="has no checkpoint.npz"):
+        vae_jax.train(_model(), X, epochs=1, checkpoint_dir=missing, resume=True, key=0, **KW)
+    _, h = vae_jax.train(_model(), X, epochs=1, checkpoint_dir=missing, resume="if_present",
+                         key=0, **KW)
+    assert len(h["loss"]) == 1 and (missing / "checkpoint.npz").is_file()
+    _, h2 = vae_jax.train(_model(), X, epochs=2, checkpoint_dir=missing, resume="if_present",
+                          key=0, **KW)
+    assert h2["loss"][0] == h["loss"][0] and len(h2["loss"]) == 2   # resumed, not restarted
+    (missing / "checkpoint.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        vae_jax.train(_model(), X, epochs=3, checkpoint_dir=missing, resume=True, key=0, **KW)
 
 
 def _nan_after(n_steps):
@@ -91,15 +119,40 @@ def _nan_after(n_steps):
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     steps = X.shape[0] // KW["batch_size"]
     m = _model()
-    with pytest.raises(FloatingPointError, match="non-finite"):
+    with pytest.raises(FloatingPointError, match="non-finite") as info:
         vae_jax.train(m, X, epochs=5, key=jax.random.key(4), optimizer=_nan_after(2 * steps),
                       checkpoint_dir=tmp_path, checkpoint_every=1, **KW)
+    err = info.value
+    assert isinstance(err, vae_jax.TrainingDivergedError) and err.epoch == 2
+    assert len(err.history["loss"]) == 2 and np.all(np.isfinite(err.history["loss"]))
+    assert err.checkpoint == tmp_path / "checkpoint.npz"
     like = nnx.state((m, nnx.Optimizer(m, _nan_after(0), wrt=nnx.Param)))
     state, epoch, _, hist, _ = vae_jax.load_checkpoint(tmp_path / "checkpoint.npz", like)
     assert epoch == 2 and len(hist["loss"]) == 2
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in _params(m))
     saved, _ = nnx.merge(nnx.graphdef((m, nnx.Optimizer(m, _nan_after(0), wrt=nnx.Param))), state)
     assert _same(m, saved)  # the model was left at the last good epoch
+
+
+class _NanElbo(nnx.Module):
+    """A protocol model whose training loss is finite and whose ELBO is NaN."""
+
+    def __init__(self):
+        self.w = nnx.Param(jnp.ones(2))
+
+    def loss(self, x, key, y=None):
+        return jnp.sum(self.w[...] ** 2) + 0.0 * jnp.sum(x), {}
+
+    def elbo(self, x, key):
+        return jnp.full(x.shape[0], jnp.nan)
+
+
+def test_non_finite_validation_elbo_is_an_error_not_a_silent_nan():
+    with pytest.raises(vae_jax.TrainingDivergedError, match="validation ELBO") as info:
+        vae_jax.train(_NanElbo(), X, X_val=X[:10], epochs=2, key=0, **KW)
+    assert info.value.history == {} and info.value.epoch == 0
+    with pytest.raises(FloatingPointError, match="not finite for 10 of 10 samples"):
+        vae_jax.evaluate_elbo(_NanElbo(), X[:10], jax.random.key(0))
 
 
 class _LabelProbe(nnx.Module):
