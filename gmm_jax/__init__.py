@@ -4,6 +4,7 @@ Pure functions (``e_step``, ``m_step``, ``log_prob_components``, ``fit``) over N
 (``GMMParams``, ``SuffStats``, ``FitResult``), jitted k-means, and restarts under ``vmap``.
 """
 
+from gmm_jax import _blas  # noqa: F401  (one BLAS thread for JAX's CPU LAPACK kernels)
 from gmm_jax.classifier import ClassifierParams, fit_classifier  # noqa: E402
 from gmm_jax.covariance import n_parameters
 from gmm_jax.density import (
@@ -15,7 +16,8 @@ from gmm_jax.density import (
     responsibilities,
 )
 from gmm_jax.distributed import fit_sharded
-from gmm_jax.em import check_monotone, e_step, fit, m_step, stats_from_responsibilities
+from gmm_jax.em import check_monotone, e_step, m_step, stats_from_responsibilities
+from gmm_jax.fitting import fit
 from gmm_jax.interop import from_numpyro, to_numpyro  # noqa: E402
 from gmm_jax.io import load, save  # noqa: E402
 from gmm_jax.kmeans import kmeans, kmeans_plusplus

@@ -1,8 +1,14 @@
-"""Class-conditional Gaussian mixture classifier: one mixture per class, Bayes rule to predict.
+"""Class-conditional GMM classifier: one mixture per class, Bayes rule to predict.
 
-``p(c | x) ∝ p(c) p(x | c)`` with ``p(x | c)`` a K-component mixture fitted by EM on the samples
-of class c. The per-class parameters are stacked along a leading class axis, so scoring is one
-``vmap`` of the core's ``log_likelihood`` over classes inside one jitted program.
+``p(c | x) ∝ p(c) p(x | c)`` with ``p(x | c)`` a mixture fitted by EM on the samples of class c.
+Every class may have its own number of components (``n_components={label: K}``); rows labelled
+``-1`` form a "none-of-the-others" class (an open-set classifier): a mixture of its own, fitted on
+background samples, whose label in predictions is -1.
+
+All classes are fitted in **one compiled program**: the rows of each class are gathered into one
+padded block (zero weights beyond the class's rows), the mixtures are masked to the largest K,
+and the EM loop runs over classes (and restarts) side by side. The per-class parameters are
+stacked along a leading class axis, so scoring is one ``vmap`` of the core's ``log_likelihood``.
 """
 
 from __future__ import annotations
@@ -13,43 +19,76 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmm_jax import validation
+from gmm_jax import estep, validation
+from gmm_jax.covariance import check_covariance_type
 from gmm_jax.density import log_likelihood
-from gmm_jax.em import fit
+from gmm_jax.em import auto_chunk
+from gmm_jax.fitting import FEATURE_CACHE_BYTES, bank_program, restart_keys, row_bucket
+from gmm_jax.init import check_init
+from gmm_jax.selection import _best_restarts
 from gmm_jax.types import GMMParams
 
 __all__ = ["ClassifierParams", "fit_classifier", "joint_log_likelihood", "predict_classes"]
+
+BACKGROUND = -1
 
 
 class ClassifierParams(NamedTuple):
     """Fitted class-conditional mixtures.
 
     Attributes:
-        params: ``GMMParams`` whose leaves have a leading class axis C (weights (C, K), means
-            (C, K, D), ...).
+        params: ``GMMParams`` whose leaves have a leading class axis C (weights (C, K_max),
+            means (C, K_max, D), ...); classes with fewer components have zero weights in the
+            remaining slots.
         class_log_prior: (C,) ``log p(c)``.
         converged: (C,) whether each class's EM converged.
+        labels: (C,) int label of each class (0..C-1 for known classes, -1 for the
+            none-of-the-others class when there is one).
+        n_components: (C,) int number of active components per class.
     """
 
     params: GMMParams
     class_log_prior: jax.Array
     converged: jax.Array
+    labels: jax.Array | None = None
+    n_components: jax.Array | None = None
 
 
-def fit_classifier(key, X, y, n_components: int, *, n_classes: int | None = None,
-                   priors=None, sample_weight=None, **fit_kwargs) -> ClassifierParams:
-    """Fits one K-component mixture to the samples of each class.
+def _component_counts(n_components, labels: list[int]) -> list[int]:
+    if isinstance(n_components, dict):
+        missing = [c for c in labels if c not in n_components]
+        if missing:
+            raise ValueError(f"n_components has no entry for class(es) {missing}; give one K per "
+                             f"class (got keys {sorted(n_components)}).")
+        extra = [c for c in n_components if c not in labels]
+        if extra:
+            raise ValueError(f"n_components names class(es) {extra} that do not occur in y.")
+        return [validation.check_positive_int(n_components[c], f"n_components[{c}]")
+                for c in labels]
+    k = validation.check_positive_int(n_components, "n_components")
+    return [k] * len(labels)
+
+
+def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
+                   priors=None, sample_weight=None, covariance_type: str = "full",
+                   max_iter: int = 100, tol: float = 1e-3, n_init: int = 1,
+                   init: str = "kmeans", reg_covar: float = 1e-6, eigenvalue_floor=None,
+                   method: str = "auto") -> ClassifierParams:
+    """Fits one mixture to the samples of each class, all classes in one compiled program.
 
     Args:
         key: ``jax.random.key`` or int seed.
         X: (N, D) samples.
-        y: (N,) integer class indices in ``[0, C)``; every class needs >= 1 sample (and
-            >= n_components samples).
-        n_components: K, components per class.
-        n_classes: C; default ``max(y) + 1``.
-        priors: optional (C,) class priors; default the (weighted) class frequencies.
+        y: (N,) integer class indices in ``[0, C)``, or -1 for background samples (a
+            "none-of-the-others" class of its own). Every class needs at least K samples.
+        n_components: K per class: an int, or a dict ``{label: K}`` (one entry per class,
+            including -1 when present).
+        n_classes: C, the number of known classes; default ``max(y) + 1``.
+        priors: optional class priors: (C,) or (C + 1,) with the background last, or a dict
+            ``{label: prior}``; default the (weighted) class frequencies.
         sample_weight: optional (N,) weights.
-        **fit_kwargs: passed to :func:`gmm_jax.fit` (covariance_type, max_iter, ...).
+        covariance_type, max_iter, tol, n_init, init, reg_covar, eigenvalue_floor, method: as in
+            :func:`gmm_jax.fit`, for every class.
 
     Returns:
         ``ClassifierParams``.
@@ -64,43 +103,93 @@ def fit_classifier(key, X, y, n_components: int, *, n_classes: int | None = None
         >>> float(np.mean(np.asarray(predict_classes(m, X)) == y)) > 0.95
         True
     """
+    check_covariance_type(covariance_type)
+    check_init(init)
+    estep.check_method(method)
     key = validation.check_key(key)
+    n_init = validation.check_positive_int(n_init, "n_init")
+    max_iter = validation.check_positive_int(max_iter, "max_iter")
+    tol = validation.check_nonneg_float(tol, "tol")
+    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
+    if eigenvalue_floor is not None:
+        eigenvalue_floor = validation.check_nonneg_float(eigenvalue_floor, "eigenvalue_floor")
     X = validation.check_array(X)
-    n = X.shape[0]
+    n, d = X.shape
     y = np.asarray(y)
-    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y must be (N,) = ({n},) integer class indices, got {y.dtype} "
-                         f"{y.shape}.")
-    if np.any(y < 0):
-        raise ValueError("y must hold class indices >= 0.")
-    c = int(y.max()) + 1 if n_classes is None else int(n_classes)
+    if y.shape != (n,):
+        raise ValueError(f"y must have shape ({n},) (one label per row of X), got {y.shape}.")
+    if y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y must be (N,) integer class indices (-1 for background), got dtype "
+                         f"{y.dtype}.")
+    if np.any(y < BACKGROUND):
+        raise ValueError("y must hold class indices >= 0, or -1 for background samples.")
+    known_max = int(y.max()) if np.any(y >= 0) else -1
+    c = known_max + 1 if n_classes is None else validation.check_positive_int(n_classes,
+                                                                             "n_classes")
+    if known_max >= c:
+        raise ValueError(f"y holds class {known_max}, but n_classes={c}.")
+    has_bg = bool(np.any(y == BACKGROUND))
+    labels = list(range(c)) + ([BACKGROUND] if has_bg else [])
+    ks = _component_counts(n_components, labels)
     sw = validation.check_sample_weight(sample_weight, n, X.dtype)
-    w = np.ones(n, np.float64) if sw is None else sw.astype(np.float64)
-    if priors is None:
-        mass = np.array([w[y == cls].sum() for cls in range(c)])
-        prior = mass / mass.sum()
-    else:
-        prior = np.asarray(priors, np.float64)
-        if prior.shape != (c,) or np.any(prior < 0) or not np.isclose(prior.sum(), 1.0):
-            raise ValueError(f"priors must be ({c},) non-negative and sum to 1, got {prior}.")
-    counts = np.bincount(y, minlength=c)
-    for cls in range(c):
-        if counts[cls] < n_components:
-            raise ValueError(f"class {cls} has {counts[cls]} samples, fewer than n_components="
-                             f"{n_components}.")
-    fits = []
-    for cls in range(c):
-        rows = np.flatnonzero(y == cls)
-        fits.append(fit(jax.random.fold_in(key, cls), X[rows], n_components,
-                        sample_weight=None if sw is None else sw[rows], **fit_kwargs))
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), *[f.params for f in fits])
+    w = np.ones(n, X.dtype) if sw is None else np.asarray(sw, X.dtype)
+    rows = [np.flatnonzero(y == lab) for lab in labels]
+    for lab, r, k in zip(labels, rows, ks, strict=True):
+        name = "the background class (-1)" if lab == BACKGROUND else f"class {lab}"
+        if r.size < k:
+            raise ValueError(f"{name} has {r.size} samples, fewer than n_components={k}.")
+        if np.sum(w[r] > 0) < k:
+            raise ValueError(f"{name} has fewer than {k} samples with positive weight.")
+    mass = np.array([w[r].astype(np.float64).sum() for r in rows])
+    prior = _priors(priors, labels, mass)
+    # one padded block per class
+    n_max = row_bucket(max(r.size for r in rows))
+    g = len(labels)
+    Xg = np.zeros((g, n_max, d), X.dtype)
+    wg = np.zeros((g, n_max), X.dtype)
+    for i, r in enumerate(rows):
+        Xg[i, :r.size] = X[r]
+        wg[i, :r.size] = w[r]
+    k_max = max(ks)
+    keys = jax.vmap(lambda i: restart_keys(jax.random.fold_in(key, i), n_init))(
+        jnp.arange(g))
+    n_active = jnp.broadcast_to(jnp.asarray(ks, jnp.int32)[:, None], (g, n_init))
+    dtype = X.dtype
+    out = bank_program(
+        keys, jnp.asarray(Xg), jnp.asarray(wg), None, None, jnp.asarray(tol, dtype),
+        jnp.asarray(reg_covar, dtype),
+        None if eigenvalue_floor is None else jnp.asarray(eigenvalue_floor, dtype), n_active,
+        n_components=k_max, covariance_type=covariance_type, max_iter=max_iter, init=init,
+        loop="while", chunk_size=auto_chunk(n_max, k_max, d, n_init), assignment="soft",
+        method=method, cache_bytes=FEATURE_CACHE_BYTES)  # classes differ in K: no compaction
+    lb = np.asarray(out["lower_bound"])
+    best = jnp.asarray(_best_restarts(lb, 1, n_init)[:, 0])  # (G,)
+    params = jax.tree.map(lambda a: a[jnp.arange(g), best], out["params"])
     with np.errstate(divide="ignore"):
         log_prior = np.log(prior)
     return ClassifierParams(
-        params=stacked,
-        class_log_prior=jnp.asarray(log_prior, X.dtype),
-        converged=jnp.asarray([bool(f.converged) for f in fits]),
+        params=params,
+        class_log_prior=jnp.asarray(log_prior, dtype),
+        converged=jnp.asarray(np.asarray(out["converged"])[np.arange(g), np.asarray(best)]),
+        labels=jnp.asarray(labels, jnp.int32),
+        n_components=jnp.asarray(ks, jnp.int32),
     )
+
+
+def _priors(priors, labels, mass) -> np.ndarray:
+    if priors is None:
+        return mass / mass.sum()
+    if isinstance(priors, dict):
+        if sorted(priors) != sorted(labels):
+            raise ValueError(f"priors must have one entry per class {labels}, got keys "
+                             f"{sorted(priors)}.")
+        prior = np.array([float(priors[lab]) for lab in labels])
+    else:
+        prior = np.asarray(priors, np.float64)
+    if prior.shape != (len(labels),) or np.any(prior < 0) or not np.isclose(prior.sum(), 1.0):
+        raise ValueError(f"priors must be ({len(labels)},) non-negative and sum to 1 (one per "
+                         f"class {labels}), got {prior}.")
+    return prior
 
 
 @jax.jit
@@ -116,7 +205,8 @@ def joint_log_likelihood(model: ClassifierParams, X) -> jax.Array:
     """
 
     def per_class(p):
-        shift = p.weights @ p.means
+        active = p.weights > 0
+        shift = p.weights @ jnp.where(active[:, None], p.means, 0.0)
         return log_likelihood(p._replace(means=p.means - shift), X - shift)
 
     return jax.vmap(per_class, out_axes=1)(model.params) + model.class_log_prior[None, :]
@@ -124,5 +214,8 @@ def joint_log_likelihood(model: ClassifierParams, X) -> jax.Array:
 
 @jax.jit
 def predict_classes(model: ClassifierParams, X) -> jax.Array:
-    """(N,) int32 class index maximising ``log p(x | c) + log p(c)``."""
-    return jnp.argmax(joint_log_likelihood(model, X), axis=1).astype(jnp.int32)
+    """(N,) int32 label maximising ``log p(x | c) + log p(c)`` (-1: none of the others)."""
+    idx = jnp.argmax(joint_log_likelihood(model, X), axis=1)
+    if model.labels is None:
+        return idx.astype(jnp.int32)
+    return model.labels[idx]

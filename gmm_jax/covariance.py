@@ -1,11 +1,17 @@
 """Everything that depends on the covariance type, in one place.
 
-For each of ``full``, ``tied``, ``diag`` and ``spherical`` this module holds: the M-step
-covariance from sufficient statistics, the Cholesky factor of the precision, its log-determinant,
-the Gaussian log-density of every sample under every component, conversions from precisions and
-the free-parameter count. The conventions are scikit-learn's: ``precisions_cholesky`` is the
-factor ``L`` with ``precision = L @ L.T`` (upper triangular for full and tied), and spherical and
-diag "Cholesky factors" are ``1 / sqrt(variance)``.
+Six types. ``full``, ``tied``, ``diag`` and ``spherical`` are scikit-learn's; ``tied_diag`` (one
+diagonal covariance shared by every component) and ``tied_spherical`` (one shared variance) are
+the two remaining constraints of the seed on covariance structure. For each type this module
+holds: shapes, the free-parameter count, the expansion of a type's arrays to per-component form,
+log-determinants, the exact Gaussian log-density, and conversions between covariances,
+precisions and precision Cholesky factors. The conventions are scikit-learn's:
+``precisions_cholesky`` is the factor ``L`` with ``precision = L @ L.T`` (upper triangular for
+full and tied), and the diagonal and spherical "Cholesky factors" are ``1 / sqrt(variance)``.
+
+Two families: *matrix* types (full, tied) carry (D, D) matrices; *diagonal* types (diag,
+spherical, tied_diag, tied_spherical) carry per-feature variances, so every diagonal type
+expands to a (K, D) array of per-component, per-feature precision factors.
 """
 
 from __future__ import annotations
@@ -14,13 +20,17 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
-from gmm_jax.types import COVARIANCE_TYPES, SuffStats
+from gmm_jax import linalg
+from gmm_jax.types import COVARIANCE_TYPES
 
 Array = jax.Array
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+MATRIX_TYPES = ("full", "tied")
+DIAGONAL_TYPES = ("diag", "spherical", "tied_diag", "tied_spherical")
+TIED_TYPES = ("tied", "tied_diag", "tied_spherical")
 
 
 def check_covariance_type(covariance_type: str) -> str:
@@ -32,6 +42,16 @@ def check_covariance_type(covariance_type: str) -> str:
     return covariance_type
 
 
+def is_matrix(covariance_type: str) -> bool:
+    """Full and tied carry (D, D) matrices; every other type per-feature variances."""
+    return covariance_type in MATRIX_TYPES
+
+
+def is_tied(covariance_type: str) -> bool:
+    """Types whose covariance is shared by every component."""
+    return covariance_type in TIED_TYPES
+
+
 def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:
     """Shape of ``covariances`` / ``precisions`` / ``precisions_cholesky`` for a type."""
     return {
@@ -39,211 +59,173 @@ def covariance_shape(covariance_type: str, n_components: int, n_features: int) -
         "tied": (n_features, n_features),
         "diag": (n_components, n_features),
         "spherical": (n_components,),
+        "tied_diag": (n_features,),
+        "tied_spherical": (),
     }[check_covariance_type(covariance_type)]
 
 
-def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
-    """Number of free parameters of a mixture (as scikit-learn's ``_n_parameters``)."""
+def n_covariance_parameters(covariance_type: str, n_components, n_features: int):
+    """Free parameters of the covariances alone (``n_components`` may be a traced integer)."""
     k, d = n_components, n_features
-    cov = {
-        "full": k * d * (d + 1) // 2,
+    return {
+        "full": k * (d * (d + 1) // 2),
         "tied": d * (d + 1) // 2,
         "diag": k * d,
         "spherical": k,
+        "tied_diag": d,
+        "tied_spherical": 1,
     }[check_covariance_type(covariance_type)]
-    return int(cov + k * d + k - 1)
 
 
-def _symmetrize(a: Array) -> Array:
-    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+def n_parameters(*args, covariance_type: str | None = None):
+    """Number of free parameters of a mixture: ``(K - 1) + K D`` plus the covariances'.
+
+    Called as ``n_parameters(K, D, covariance_type)`` (the library's order, also accepted as a
+    keyword) or, for compatibility, ``n_parameters(covariance_type, K, D)``. ``K`` counts the
+    *active* components; it may be a traced integer (inside a one-program sweep over K).
+
+    Example:
+        >>> from gmm_jax import n_parameters
+        >>> n_parameters(3, 2, "full"), n_parameters(3, 2, "tied_diag")
+        (17, 10)
+    """
+    if covariance_type is not None:
+        k, d = args
+        ct = covariance_type
+    elif len(args) == 3 and isinstance(args[0], str):
+        ct, k, d = args
+    elif len(args) == 3:
+        k, d, ct = args
+    else:
+        raise TypeError("n_parameters takes (n_components, n_features, covariance_type).")
+    total = n_covariance_parameters(ct, k, d) + k * d + k - 1
+    return int(total) if isinstance(total, int) else total
 
 
-def covariances_from_stats(
-    stats: SuffStats, nk: Array, rel_means: Array, reg_covar, covariance_type: str
-) -> Array:
-    """M-step covariance of every component.
+# ---------------------------------------------------------------------------------- expansion
+def expand_precision_cholesky(prec_chol: Array, covariance_type: str, n_components: int,
+                              n_features: int) -> Array:
+    """Per-component factors: (K, D, D) for matrix types, (K, D) for diagonal types."""
+    k, d = n_components, n_features
+    ct = covariance_type
+    if ct == "full" or ct == "diag":
+        return prec_chol
+    if ct == "tied":
+        return jnp.broadcast_to(prec_chol, (k, d, d))
+    if ct == "spherical":
+        return jnp.broadcast_to(prec_chol[:, None], (k, d))
+    if ct == "tied_diag":
+        return jnp.broadcast_to(prec_chol, (k, d))
+    return jnp.broadcast_to(prec_chol, (k, d))  # tied_spherical
+
+
+def expand_covariances(covariances: Array, covariance_type: str, n_components: int,
+                       n_features: int) -> Array:
+    """Per-component covariances: (K, D, D) for matrix types, (K, D) variances otherwise."""
+    return expand_precision_cholesky(covariances, covariance_type, n_components, n_features)
+
+
+def log_det_cholesky(prec_chol: Array, covariance_type: str, n_features: int) -> Array:
+    """``log det L`` = half the log-determinant of the precision; (K,), or () for tied types."""
+    ct = covariance_type
+    if ct == "full":
+        return jnp.sum(jnp.log(jnp.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
+    if ct == "tied":
+        return jnp.sum(jnp.log(jnp.diagonal(prec_chol)))
+    if ct in ("diag", "tied_diag"):
+        return jnp.sum(jnp.log(prec_chol), axis=-1)
+    return n_features * jnp.log(prec_chol)  # spherical (K,), tied_spherical ()
+
+
+# ---------------------------------------------------------------------------------- densities
+def whiten(diff: Array, prec_chol: Array, covariance_type: str) -> Array:
+    """(K, N, D) ``z_nk = L_k^T diff_nk`` for residuals ``diff`` (K, N, D) already formed."""
+    k, _, d = diff.shape
+    if covariance_type == "tied":
+        # one (K N, D) @ (D, D) GEMM
+        return jnp.dot(diff.reshape(-1, d), prec_chol,
+                       precision=jax.lax.Precision.HIGHEST).reshape(diff.shape)
+    pc = expand_precision_cholesky(prec_chol, covariance_type, k, d)
+    if covariance_type == "full":
+        return jax.lax.dot_general(diff, pc, (((2,), (1,)), ((0,), (0,))),
+                                   precision=jax.lax.Precision.HIGHEST)
+    return diff * pc[:, None, :]
+
+
+def whitened_residuals(X: Array, means: Array, prec_chol: Array, covariance_type: str) -> Array:
+    """(K, N, D) ``z_nk = L_k^T (x_n - mu_k)``, the difference taken first (nothing cancels).
 
     Args:
-        stats: sufficient statistics about ``stats.shift``.
-        nk: (K,) ``stats.Nk`` plus the small floor that keeps the division finite.
-        rel_means: (K, D) new means relative to the shift, ``Fk / nk``.
-        reg_covar: scalar added to the diagonal.
+        X: (N, D) samples.
+        means: (K, D).
+        prec_chol: factors in the type's shape.
         covariance_type: static type name.
-
-    Returns:
-        covariances in the type's shape.
     """
-    d = rel_means.shape[-1]
-    # Exact second central moment about m = Fk / nk with the floored nk:
-    # sum_n r_nk (y_n - m)(y_n - m)^T / nk = Sk / nk - (2 - Nk / nk) m m^T. Dropping the factor
-    # errs by (nk - Nk) / nk * m m^T, which swamps a light, tight component far from the shift.
-    corr = 2.0 - stats.Nk / nk
-    if covariance_type == "full":
-        cov = stats.Sk / nk[:, None, None] - corr[:, None, None] * (
-            rel_means[:, :, None] * rel_means[:, None, :])
-        return _symmetrize(cov) + reg_covar * jnp.eye(d, dtype=cov.dtype)
-    if covariance_type == "tied":
-        total = jnp.sum(nk)
-        between = jnp.einsum("k,kd,ke->de", nk, rel_means, rel_means)
-        cov = (stats.Sk - between) / total
-        return _symmetrize(cov) + reg_covar * jnp.eye(d, dtype=cov.dtype)
-    var = stats.Sk / nk[:, None] - corr[:, None] * rel_means**2
-    # A variance is >= 0 in exact arithmetic; float cancellation can make it slightly negative.
-    var = jnp.maximum(var, 0.0) + reg_covar
-    if covariance_type == "diag":
-        return var
-    return jnp.mean(var, axis=-1)  # spherical
+    return whiten(X[None, :, :] - means[:, None, :], prec_chol, covariance_type)
 
 
+def log_gaussian_prob(X: Array, means: Array, prec_chol: Array, covariance_type: str) -> Array:
+    """(N, K) ``log N(x_n | mu_k, Sigma_k)``, exact form (residuals before products).
+
+    Memory is O(N K D); :func:`gmm_jax.log_prob_components` chunks over rows.
+    """
+    d = X.shape[-1]
+    z = whitened_residuals(X, means, prec_chol, covariance_type)
+    maha = jnp.sum(jnp.square(z), axis=-1).T  # (N, K)
+    log_det = log_det_cholesky(prec_chol, covariance_type, d)
+    return -0.5 * (d * _LOG_2PI + maha) + log_det
+
+
+def safe_log_weights(weights: Array) -> Array:
+    """``log w`` with ``-inf`` for masked (zero-weight) components and a finite gradient."""
+    pos = weights > 0
+    return jnp.where(pos, jnp.log(jnp.where(pos, weights, 1.0)), -jnp.inf)
+
+
+# --------------------------------------------------------------------------------- conversions
 def precision_cholesky_from_covariances(covariances: Array, covariance_type: str) -> Array:
     """Cholesky factor of the precision, ``L`` with ``inv(cov) = L L^T``.
 
-    A covariance that is not positive definite gives non-finite entries (``jnp.linalg.cholesky``
-    returns NaN); callers inside EM detect them and repair the component.
+    A covariance that is not positive definite (even after jitter) gives non-finite entries;
+    callers inside EM detect them and repair the component.
     """
-    if covariance_type in ("full", "tied"):
-        chol = jnp.linalg.cholesky(covariances)
-        eye = jnp.broadcast_to(jnp.eye(covariances.shape[-1], dtype=covariances.dtype),
-                               covariances.shape)
-        inv = solve_triangular(chol, eye, lower=True)
-        return jnp.swapaxes(inv, -1, -2)
+    if is_matrix(covariance_type):
+        return linalg.precision_cholesky_from_covariances(covariances)[0]
     return jax.lax.rsqrt(covariances)
 
 
 def stabilised_precision_cholesky(covariances: Array, covariance_type: str) -> tuple[Array, Array]:
-    """Precision Cholesky factor, adding diagonal jitter where the factorisation fails.
-
-    Rounding can leave a rank-deficient covariance (more features than samples, a component on
-    few points) slightly indefinite, so ``cholesky`` returns NaN. Such matrices (per component for
-    full) take the first of ``+100 eps`` and ``+1e4 eps`` times their mean variance on the diagonal
-    that factorises; matrices whose factorisation succeeds are returned unchanged. Whatever still
-    fails stays non-finite for ``repair_components``.
-
-    The three candidates are factorised in one batched call (stacked on a leading axis): separate
-    factorisations inside ``lax.scan`` deadlocked XLA's CPU runtime (jax 0.10.2).
-
-    Returns:
-        (covariances, precisions_cholesky), both in the type's shape.
-    """
-    if covariance_type not in ("full", "tied"):
-        return covariances, precision_cholesky_from_covariances(covariances, covariance_type)
-    eps = jnp.finfo(covariances.dtype).eps
-    eye = jnp.eye(covariances.shape[-1], dtype=covariances.dtype)
-    scale = jnp.mean(jnp.diagonal(covariances, axis1=-2, axis2=-1), axis=-1)
-    scale = jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0)[..., None, None]
-    factors = jnp.asarray([0.0, 1e2, 1e4], covariances.dtype) * eps
-    candidates = covariances[None] + factors.reshape((3,) + (1,) * covariances.ndim) * scale * eye
-    chols = precision_cholesky_from_covariances(candidates, covariance_type)
-    ok = jnp.all(jnp.isfinite(chols), axis=(-2, -1))  # (3,) or (3, K)
-    # index of the first candidate that factorises (0 when none does: stays non-finite)
-    pick = jnp.argmax(ok, axis=0)
-    take = lambda a: jnp.take_along_axis(  # noqa: E731
-        a, pick.reshape((1,) + pick.shape + (1, 1)), axis=0)[0]
-    return take(candidates), take(chols)
+    """(covariances, precisions_cholesky) with jitter added where the factorisation fails."""
+    if is_matrix(covariance_type):
+        pc, used = linalg.precision_cholesky_from_covariances(covariances)
+        return used, pc
+    return covariances, jax.lax.rsqrt(covariances)
 
 
 def precision_cholesky_from_precisions(precisions: Array, covariance_type: str) -> Array:
     """Cholesky factor from precision matrices, ``L`` upper with ``P = L L^T`` (full, tied)."""
-    if covariance_type in ("full", "tied"):
-        flipped = jnp.flip(precisions, axis=(-1, -2))
-        return jnp.flip(jnp.linalg.cholesky(flipped), axis=(-1, -2))
+    if is_matrix(covariance_type):
+        return linalg.precision_cholesky_from_precisions(precisions)
     return jnp.sqrt(precisions)
 
 
 def covariances_from_precision_cholesky(prec_chol: Array, covariance_type: str) -> Array:
     """Inverse of :func:`precision_cholesky_from_covariances`."""
-    if covariance_type in ("full", "tied"):
-        precisions = prec_chol @ jnp.swapaxes(prec_chol, -1, -2)
-        return _symmetrize(jnp.linalg.inv(precisions))
+    if is_matrix(covariance_type):
+        return linalg.covariances_from_precision_cholesky(prec_chol)
     return 1.0 / prec_chol**2
 
 
 def precisions_from_cholesky(prec_chol: Array, covariance_type: str) -> Array:
-    """Precision matrices (or precisions for diag/spherical) from their Cholesky factor."""
-    if covariance_type in ("full", "tied"):
+    """Precision matrices (or precisions for diagonal types) from their Cholesky factor."""
+    if is_matrix(covariance_type):
         return prec_chol @ jnp.swapaxes(prec_chol, -1, -2)
     return prec_chol**2
 
 
-def log_det_cholesky(prec_chol: Array, covariance_type: str, n_features: int) -> Array:
-    """``log det L`` = half the log-determinant of the precision; (K,) or () for tied."""
-    if covariance_type == "full":
-        return jnp.sum(jnp.log(jnp.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
-    if covariance_type == "tied":
-        return jnp.sum(jnp.log(jnp.diagonal(prec_chol)))
-    if covariance_type == "diag":
-        return jnp.sum(jnp.log(prec_chol), axis=-1)
-    return n_features * jnp.log(prec_chol)
-
-
-def squared_mahalanobis(X: Array, means: Array, prec_chol: Array, covariance_type: str) -> Array:
-    """Squared Mahalanobis distance of every sample to every component.
-
-    Args:
-        X: (N, D) samples (centre them first: the expansions below lose precision in float32
-            when the data sit far from the origin).
-        means: (K, D).
-        prec_chol: precision Cholesky factors in the type's shape.
-        covariance_type: static type name.
-
-    Returns:
-        (N, K) ``(x_n - mu_k)^T P_k (x_n - mu_k)``.
-    """
-    if covariance_type == "full":
-        # y_nk = L_k^T (x_n - mu_k); all components in one contraction.
-        xl = jnp.einsum("nd,kde->nke", X, prec_chol)
-        ml = jnp.einsum("kd,kde->ke", means, prec_chol)
-        return jnp.sum(jnp.square(xl - ml[None]), axis=-1)
-    if covariance_type == "tied":
-        xl = X @ prec_chol
-        ml = means @ prec_chol
-        return _sq_dist(xl, ml)
-    if covariance_type == "diag":
-        p = prec_chol**2
-        return (
-            jnp.square(X) @ p.T
-            - 2.0 * X @ (means * p).T
-            + jnp.sum(jnp.square(means) * p, axis=-1)[None, :]
-        )
-    p = prec_chol**2
-    return (
-        jnp.sum(jnp.square(X), axis=-1)[:, None] * p[None, :]
-        - 2.0 * (X @ means.T) * p[None, :]
-        + (jnp.sum(jnp.square(means), axis=-1) * p)[None, :]
-    )
-
-
-def _sq_dist(a: Array, b: Array) -> Array:
-    """(N, K) squared Euclidean distances, clipped at zero."""
-    d = (
-        jnp.sum(jnp.square(a), axis=-1)[:, None]
-        - 2.0 * a @ b.T
-        + jnp.sum(jnp.square(b), axis=-1)[None, :]
-    )
-    return jnp.maximum(d, 0.0)
-
-
-def log_gaussian_prob(X: Array, means: Array, prec_chol: Array, covariance_type: str) -> Array:
-    """(N, K) ``log N(x_n | mu_k, Sigma_k)``."""
-    d = X.shape[-1]
-    maha = squared_mahalanobis(X, means, prec_chol, covariance_type)
-    if covariance_type != "full":
-        maha = jnp.maximum(maha, 0.0)
-    log_det = log_det_cholesky(prec_chol, covariance_type, d)
-    return -0.5 * (d * _LOG_2PI + maha) + log_det
-
-
-def second_moment(X: Array, weighted_resp: Array, covariance_type: str) -> Array:
-    """Second-order statistic ``Sk`` for a batch (see ``SuffStats``).
-
-    Args:
-        X: (N, D) samples, already shifted.
-        weighted_resp: (N, K) responsibilities times sample weights.
-        covariance_type: static type name.
-    """
-    if covariance_type == "full":
-        return jnp.einsum("nk,nd,ne->kde", weighted_resp, X, X)
-    if covariance_type == "tied":
-        w = jnp.sum(weighted_resp, axis=-1)
-        return (X * w[:, None]).T @ X
-    return weighted_resp.T @ jnp.square(X)
+def identity_basis(covariance_type: str, n_components: int, n_features: int, dtype) -> Array:
+    """The identity whitening in the type's precision-Cholesky shape."""
+    shape = covariance_shape(covariance_type, n_components, n_features)
+    if is_matrix(covariance_type):
+        return jnp.broadcast_to(jnp.eye(n_features, dtype=dtype), shape)
+    return jnp.ones(shape, dtype)

@@ -4,6 +4,11 @@
 quantity (per-sample log-likelihood, responsibilities, hard labels) is a log-sum-exp or a softmax
 of it. All functions are pure and jit/vmap/grad friendly: vae_jax vmaps ``responsibilities`` over a
 batch of per-sample mixtures (GMVAE) and differentiates through it.
+
+The density is computed in the exact form (``x - mu_k`` first, then the precision factor), so it
+is accurate in float32 for data far from the origin and for ill-conditioned covariances; rows are
+processed in blocks so memory stays O(block * K * D). Masked components (weight zero) have
+log-density ``-inf``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from gmm_jax import covariance as cov
 from gmm_jax.types import GMMParams
 
 Array = jax.Array
+
+# Rows per block of the density: the (K, block, D) residuals stay below this many elements.
+_BLOCK_ELEMENTS = 1 << 22
 
 
 def _check(params: GMMParams, X: Array) -> None:
@@ -43,10 +51,20 @@ def log_prob_components(params: GMMParams, X: Array) -> Array:
         (1, 2)
     """
     _check(params, X)
-    log_gauss = cov.log_gaussian_prob(
-        X, params.means, params.precisions_cholesky, params.covariance_type
-    )
-    return log_gauss + jnp.log(params.weights)[None, :]
+    n, d = X.shape
+    k = params.means.shape[0]
+    logw = cov.safe_log_weights(params.weights)[None, :]
+
+    def block(x):
+        return cov.log_gaussian_prob(x, params.means, params.precisions_cholesky,
+                                     params.covariance_type) + logw
+
+    size = max(1, _BLOCK_ELEMENTS // max(1, k * d))
+    if n <= size:
+        return block(X)
+    nb = -(-n // size)
+    Xp = jnp.pad(X, ((0, nb * size - n), (0, 0))).reshape(nb, size, d)
+    return jax.lax.map(block, Xp).reshape(nb * size, k)[:n]
 
 
 def log_likelihood(params: GMMParams, X: Array) -> Array:
@@ -76,10 +94,11 @@ def params_from_covariances(
     """Builds ``GMMParams`` from weights, means and covariances (computes the precision Cholesky).
 
     Args:
-        weights: (K,) mixing weights; they are renormalised to sum to one.
+        weights: (K,) mixing weights; they are renormalised to sum to one (zeros mask
+            components).
         means: (K, D).
         covariances: shape by type (see ``gmm_jax.types``).
-        covariance_type: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+        covariance_type: one of ``gmm_jax.COVARIANCE_TYPES``.
     """
     cov.check_covariance_type(covariance_type)
     weights = jnp.asarray(weights)

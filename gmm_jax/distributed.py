@@ -12,16 +12,16 @@ pass it as ``X`` (with matching ``sample_weight``); the code path is the same.
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gmm_jax import validation
-from gmm_jax.em import _e_step_batch, em_iterations, fit
+from gmm_jax import estep, validation
+from gmm_jax._jit import cpu_tuned_jit
+from gmm_jax.em import auto_chunk, em_iterations
+from gmm_jax.fitting import fit
 from gmm_jax.types import FitResult, GMMParams, SuffStats
 
 Array = jax.Array
@@ -51,42 +51,53 @@ def shard_rows(X, mesh: Mesh, *, sample_weight=None, axis_name: str = "data"):
     return jax.device_put(X, rows), jax.device_put(w, NamedSharding(mesh, P(axis_name)))
 
 
-def sharded_e_step(params: GMMParams, X: Array, w: Array, shift: Array, *, mesh: Mesh,
-                   axis_name: str = "data") -> tuple[SuffStats, Array]:
-    """E-step on row-sharded data: local statistics on each device, then one ``psum``.
+def sharded_e_step(params: GMMParams, X: Array, w: Array, *, mesh: Mesh, form: str = "exact",
+                   axis_name: str = "data", chunk_size: int | None = None
+                   ) -> tuple[SuffStats, Array]:
+    """E-step on row-sharded, centred data: local statistics on each device, then one ``psum``.
 
     Args:
-        params: replicated mixture parameters.
-        X: (N, D) rows sharded over ``axis_name``.
+        params: replicated mixture parameters (centred like ``X``).
+        X: (N, D) centred rows sharded over ``axis_name``.
         w: (N,) sample weights sharded the same way (zero for padding rows).
-        shift: (D,) point the moments are taken about (replicated).
         mesh: the device mesh.
+        form: ``"exact"`` or ``"fast"`` E-step form (static).
         axis_name: mesh axis the rows are split over.
+        chunk_size: rows per chunk on each device (static).
 
     Returns:
         (summed statistics, weighted mean log-likelihood), replicated.
     """
+    k, d = params.means.shape
 
-    def local(p, x, wt, s):
-        stats, sum_ll = _e_step_batch(p, x, wt, s)
-        stats, sum_ll = jax.lax.psum((stats, sum_ll), axis_name)
-        return stats._replace(shift=s), sum_ll  # the shift is shared, not summed
+    def local(p, x, wt):
+        size = auto_chunk(x.shape[0], k, d) if chunk_size is None else chunk_size
+        moments = estep.chunked_moments(p, x, wt, None, form=form, assignment="soft",
+                                        chunk_size=size)
+        Nk, Fk, Sk, sum_ll = jax.lax.psum(moments, axis_name)
+        total = jax.lax.psum(jnp.sum(wt), axis_name)
+        stats, sum_ll = estep.wrap_stats(p, (Nk, Fk, Sk, sum_ll), form)
+        return stats, sum_ll / total
 
-    stats, sum_ll = jax.shard_map(
-        local, mesh=mesh, in_specs=(P(), P(axis_name, None), P(axis_name), P()),
-        out_specs=P(),
-    )(params, X, w, shift)
-    return stats, sum_ll / jnp.sum(stats.Nk)
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(P(), P(axis_name, None), P(axis_name)), out_specs=P(),
+    )(params, X, w)
 
 
-@partial(jax.jit, static_argnames=("mesh", "axis_name", "max_iter"))
-def _sharded_em(params, X, w, shift, tol, reg_covar, *, mesh, axis_name, max_iter):
-    def stats_fn(p):
-        return sharded_e_step(p, X, w, shift, mesh=mesh, axis_name=axis_name)
+@cpu_tuned_jit(static_argnames=("mesh", "axis_name", "max_iter"))
+def _sharded_em(params, X, w, tol, reg_covar, *, mesh, axis_name, max_iter):
+    def stats_fn(p, form):
+        stats, ll = sharded_e_step(jax.tree.map(lambda a: a[0], p), X, w, mesh=mesh, form=form,
+                                   axis_name=axis_name)
+        return jax.tree.map(lambda a: a[None], (stats, ll))
 
-    p, lb, hist, n_iter, conv, n_rep = em_iterations(params, stats_fn, tol, reg_covar,
-                                                     max_iter=max_iter, loop="while")
-    return FitResult(p, lb, hist, n_iter, conv, lb[None], n_rep)
+    out = em_iterations(jax.tree.map(lambda a: a[None], params), stats_fn, tol, reg_covar,
+                        max_iter=max_iter, loop="while")
+    pick = lambda a: a[0]  # noqa: E731
+    return FitResult(jax.tree.map(pick, out["params"]), out["lower_bound"][0],
+                     out["history"][0], out["n_iter"][0], out["converged"][0],
+                     out["lower_bound"], out["n_repaired"][0],
+                     out["fast_path"] & (jnp.arange(max_iter) < out["n_iter"][0]))
 
 
 def fit_sharded(
@@ -112,7 +123,7 @@ def fit_sharded(
         n_components: K.
         mesh: 1-D device mesh (default: all local devices, see :func:`data_mesh`).
         axis_name: the mesh axis for rows.
-        covariance_type: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+        covariance_type: any of ``gmm_jax.COVARIANCE_TYPES``.
         max_iter: maximum EM iterations.
         tol: convergence threshold on the change of the mean log-likelihood.
         reg_covar: added to covariance diagonals.
@@ -140,9 +151,12 @@ def fit_sharded(
         init_params = fit(key, X, n_components, covariance_type=covariance_type, max_iter=1,
                           tol=0.0, init=init, reg_covar=reg_covar, sample_weight=sw).params
     w = np.ones((X.shape[0],), X.dtype) if sw is None else sw
-    shift = (w @ X.astype(np.float64)) / w.sum()
-    Xs, ws = shard_rows(X, mesh, sample_weight=w, axis_name=axis_name)
+    shift = ((w @ X.astype(np.float64)) / w.sum()).astype(X.dtype)
+    Xs, ws = shard_rows(X - shift, mesh, sample_weight=w, axis_name=axis_name)
     params = jax.tree.map(lambda a: jnp.asarray(a, X.dtype), init_params)
-    return _sharded_em(params, Xs, ws, jnp.asarray(shift, X.dtype), jnp.asarray(tol, X.dtype),
-                       jnp.asarray(reg_covar, X.dtype), mesh=mesh, axis_name=axis_name,
-                       max_iter=max_iter)
+    params = params._replace(means=params.means - shift)
+    res = _sharded_em(params, Xs, ws, jnp.asarray(tol, X.dtype),
+                      jnp.asarray(reg_covar, X.dtype), mesh=mesh, axis_name=axis_name,
+                      max_iter=max_iter)
+    p = res.params
+    return res._replace(params=p._replace(means=p.means + shift))

@@ -8,6 +8,11 @@ parameters (so every method yields a consistent set of weights, means and covari
 * ``"random_from_data"``: one-hot on K distinct random samples (other rows zero);
 * ``"random"``: uniform random rows, normalised;
 * ``"lbg"``: one-hot labels of Linde-Buzo-Gray splitting (deterministic).
+
+Every method is weight-aware (rows of weight zero, e.g. padding, are never picked and never
+counted) and mask-aware (only the first ``n_active`` of the K slots get responsibility), and its
+random draws are made per row and per component, so padding rows or component slots does not
+change the result from the same key.
 """
 
 from __future__ import annotations
@@ -29,35 +34,51 @@ def check_init(init: str) -> str:
 
 
 def initial_responsibilities(key: Array, X: Array, n_components: int, init: str,
-                             *, kmeans_max_iter: int = 300) -> Array:
-    """(N, K) initial responsibilities.
+                             *, sample_weight: Array | None = None, n_active=None,
+                             kmeans_max_iter: int = 300) -> Array:
+    """(N, K) initial responsibilities (zero in masked columns).
 
     Args:
         key: PRNG key.
         X: (N, D) centred samples.
-        n_components: K, static.
+        n_components: K, static (the number of slots).
         init: one of ``INIT_METHODS``, static.
+        sample_weight: optional (N,) row weights.
+        n_active: optional number of active components (<= K, may be traced).
         kmeans_max_iter: Lloyd iteration cap for ``"kmeans"`` and ``"lbg"``.
     """
     n = X.shape[0]
     k = n_components
     dtype = X.dtype
+    w = jnp.ones((n,), dtype) if sample_weight is None else sample_weight.astype(dtype)
+    active = km._active_mask(k, n_active)
     if init == "random":
-        r = jax.random.uniform(key, (n, k), dtype)
+        cols = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(key, j), (n,), dtype))(
+            jnp.arange(k))
+        r = jnp.where(active[:, None], cols, 0.0).T
         return r / jnp.sum(r, axis=1, keepdims=True)
     if init == "random_from_data":
-        idx = jax.random.choice(key, n, (k,), replace=False)
-        return jnp.zeros((n, k), dtype).at[idx, jnp.arange(k)].set(1.0)
+        g = jax.random.gumbel(key, (n,), dtype)
+        idx = jax.lax.top_k(jnp.where(w > 0, g, -jnp.inf), k)[1]
+        return _one_hot_rows(idx, n, k, active, dtype)
     if init == "k-means++":
-        _, idx = km.kmeans_plusplus(key, X, k)
-        return jnp.zeros((n, k), dtype).at[idx, jnp.arange(k)].set(1.0)
+        _, idx = km.kmeans_plusplus(key, X, k, sample_weight=w, n_active=n_active)
+        return _one_hot_rows(idx, n, k, active, dtype)
     if init == "kmeans":
-        C0, _ = km.kmeans_plusplus(key, X, k)
-        tol = 1e-4 * jnp.mean(jnp.var(X, axis=0))
-        _, labels, _, _ = km.lloyd(X, C0, max_iter=kmeans_max_iter, tol=tol)
+        C0, _ = km.kmeans_plusplus(key, X, k, sample_weight=w, n_active=n_active)
+        mean = (w @ X) / jnp.sum(w)
+        tol = 1e-4 * jnp.mean((w @ jnp.square(X - mean)) / jnp.sum(w))
+        _, labels, _, _ = km.lloyd(X, C0, max_iter=kmeans_max_iter, tol=tol, sample_weight=w,
+                                   n_active=n_active)
         return jax.nn.one_hot(labels, k, dtype=dtype)
     if init == "lbg":
-        C = km.lbg_centers(X, k)
-        labels, _ = km._assign(X, C)
+        C = km.lbg_centers(X, k, sample_weight=w, n_active=n_active)
+        labels, _ = km.assign(X, C, active)
         return jax.nn.one_hot(labels, k, dtype=dtype)
     raise ValueError(check_init(init))
+
+
+def _one_hot_rows(idx: Array, n: int, k: int, active: Array, dtype) -> Array:
+    """(N, K) with a one at (idx[j], j) for every active slot j."""
+    vals = jnp.where(active, 1.0, 0.0).astype(dtype)
+    return jnp.zeros((n, k), dtype).at[idx, jnp.arange(k)].set(vals)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from gmm_jax import covariance as cov
 from gmm_jax.covariance import check_covariance_type
 from gmm_jax.density import params_from_covariances
 from gmm_jax.types import GMMParams
@@ -24,14 +25,11 @@ def _scale_tril(params: GMMParams) -> jax.Array:
     """(K, D, D) lower-triangular ``A_k`` with ``A_k A_k^T = Sigma_k``."""
     ct = params.covariance_type
     k, d = params.means.shape
-    pc = jnp.asarray(params.precisions_cholesky)
-    if ct in ("full", "tied"):
-        pc = jnp.broadcast_to(pc, (k, d, d))
+    pc = cov.expand_precision_cholesky(jnp.asarray(params.precisions_cholesky), ct, k, d)
+    if cov.is_matrix(ct):
         eye = jnp.broadcast_to(jnp.eye(d, dtype=pc.dtype), pc.shape)
         return solve_triangular(jnp.swapaxes(pc, -1, -2), eye, lower=True)
     std = 1.0 / pc
-    if ct == "spherical":
-        std = jnp.broadcast_to(std[:, None], (k, d))
     return std[:, :, None] * jnp.eye(d, dtype=std.dtype)[None]
 
 
@@ -70,9 +68,9 @@ def from_numpyro(distribution, covariance_type: str = "full") -> GMMParams:
         distribution: ``MixtureSameFamily`` whose mixing distribution is a ``Categorical`` and
             whose component distribution is a ``MultivariateNormal`` with batch shape (K,) (or
             an ``Independent(Normal)`` with batch shape (K,) and event shape (D,)).
-        covariance_type: type of the result. ``"full"`` always works; ``"tied"``, ``"diag"``
-            and ``"spherical"`` require the covariances to have that structure (checked to a
-            relative 1e-6) and raise ``ValueError`` otherwise.
+        covariance_type: type of the result. ``"full"`` always works; the other types require
+            the covariances to have that structure (checked to a relative 1e-6) and raise
+            ``ValueError`` otherwise.
 
     Returns:
         ``GMMParams``.
@@ -122,16 +120,18 @@ def _restructure(covs: np.ndarray, covariance_type: str) -> np.ndarray:
     tol = 1e-6 * scale
     if covariance_type == "full":
         return covs
+    tied = covariance_type in ("tied", "tied_diag", "tied_spherical")
+    if tied and not np.allclose(covs, covs[0][None], rtol=0, atol=tol):
+        raise ValueError(f"covariance_type={covariance_type!r} needs equal covariances in all "
+                         "components.")
     if covariance_type == "tied":
-        if not np.allclose(covs, covs[0][None], rtol=0, atol=tol):
-            raise ValueError("covariance_type='tied' needs equal covariances in all components.")
         return covs[0]
     diag = np.diagonal(covs, axis1=-2, axis2=-1)
     off = covs - diag[:, :, None] * np.eye(d)[None]
     if np.max(np.abs(off)) > tol:
         raise ValueError(f"covariance_type={covariance_type!r} needs diagonal covariances.")
-    if covariance_type == "diag":
-        return diag
+    if covariance_type in ("diag", "tied_diag"):
+        return diag if covariance_type == "diag" else diag[0]
     if not np.allclose(diag, diag[:, :1], rtol=0, atol=tol):
-        raise ValueError("covariance_type='spherical' needs isotropic covariances.")
-    return diag[:, 0]
+        raise ValueError(f"covariance_type={covariance_type!r} needs isotropic covariances.")
+    return diag[:, 0] if covariance_type == "spherical" else diag[0, 0]

@@ -1,33 +1,28 @@
-"""Fast E-step in natural parameters: one GEMM for the log-densities, one for the statistics.
+"""Natural-parameter form of the Gaussian log-density: data features times a parameter matrix.
 
 A Gaussian log-density is linear in fixed features of the sample. With ``y = x - shift``::
 
-    log w_k + log N(y | m_k, P_k^{-1})
+    log N(y | m_k, P_k^{-1})
         = sum_{i<=j} c_ij y_i y_j * theta^Q_k[ij]      (quadratic, c_ii = -1/2, c_ij = -1)
         + y^T (P_k m_k)                                (linear)
-        + log w_k + log det L_k - D/2 log 2pi - 1/2 m_k^T P_k m_k   (constant)
+        + log det L_k - D/2 log 2pi - 1/2 m_k^T P_k m_k   (constant)
 
 so for a chunk of samples with features ``phi(y) = [quad(y), y, 1]`` (``F`` columns) the whole
 (chunk, K) log-density matrix is ``phi @ Theta`` with ``Theta`` (F, K) built once per E-step from
 the parameters, and the weighted moments ``Nk, Fk, Sk`` are the rows of ``R^T phi`` (K, F) where
-``R`` holds the weighted responsibilities. Both are dense GEMMs that run near the machine's matmul
-peak; the direct forms (a (chunk, K, D) intermediate for the Mahalanobis distances, a broadcast
-product for ``Sk``) are memory-bound.
+``R`` holds the weighted responsibilities. Both are dense GEMMs, and ``phi`` does not change
+between iterations (the data are fixed and centred once), so EM can cache it.
 
-Features by covariance type (``F`` columns):
+Features by covariance type:
 
 * ``full``: the products ``y_i y_(i+s mod D)``, ``s = 0..D//2`` (D(D//2+1), each unordered pair
   once, or twice on the ``s = D/2`` block for even D), ``y``, 1;
-* ``diag``: ``y^2`` (D), ``y``, 1;
-* ``spherical``: ``|y|^2`` (1), ``y``, 1 (the statistics keep the per-feature ``y^2`` for Sk);
-* ``tied``: not expanded here (the direct form ``X @ L`` is already one GEMM).
+* diagonal types (``diag``, ``spherical``, ``tied_diag``, ``tied_spherical``): ``y^2``, ``y``, 1;
+* ``tied``: not expanded (its fast form ``X @ L`` is already one GEMM, see ``gmm_jax.estep``).
 
-Numerics: expanding ``(y - m)^T P (y - m)`` loses about ``eps * (|L^T y| + |L^T m|)^2`` in absolute
-terms (float32 cancellation), so ``fit`` centres the data first (``shift`` = weighted mean) and the
-features are built on ``y = x - shift``. ``choose_method`` keeps the direct form wherever that
-error could matter: the expansion is used for float32 and float64 alike, but callers can force
-``method="direct"`` (the reference implementation in ``gmm_jax.covariance``, which tests compare
-against). ``phi`` is only ever built for one chunk of rows at a time.
+Numerics: expanding ``(y - m)^T P (y - m)`` loses about ``eps * |L^T y|^2`` in absolute terms, so
+this form is only used where :func:`gmm_jax.estep.fast_error_bound` shows that loss to be small;
+``gmm_jax.estep`` falls back to the exact whitened form otherwise.
 """
 
 from __future__ import annotations
@@ -39,28 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax import covariance as cov
-from gmm_jax.chunking import sum_over_chunks
-from gmm_jax.types import GMMParams, SuffStats
+from gmm_jax.types import GMMParams
 
 Array = jax.Array
 
 _LOG_2PI = math.log(2.0 * math.pi)
-
-METHODS = ("auto", "natural", "direct")
-NATURAL_TYPES = ("full", "diag", "spherical")
-
-
-def choose_method(method: str, covariance_type: str) -> str:
-    """Resolves ``method`` ("auto", "natural" or "direct") for a covariance type (static)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    if covariance_type not in NATURAL_TYPES:
-        return "direct"
-    if method == "auto":
-        # diag and spherical direct forms are already GEMMs ((N, D) @ (D, K)); the expansion
-        # pays off for full covariances, whose direct form is memory-bound.
-        return "natural" if covariance_type == "full" else "direct"
-    return method
 
 
 def _pairs(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,20 +61,17 @@ def n_features(covariance_type: str, d: int) -> int:
     """Number of feature columns ``F`` of ``phi`` for a covariance type."""
     if covariance_type == "full":
         return d * (d // 2 + 1) + d + 1
-    if covariance_type == "diag":
-        return 2 * d + 1
-    if covariance_type == "spherical":
+    if covariance_type in cov.DIAGONAL_TYPES:
         return 2 * d + 1
     raise ValueError(f"no natural-parameter features for {covariance_type!r}")
 
 
-def features(Y: Array, covariance_type: str) -> Array:
-    """(n, F) features ``phi(y) = [quad(y), y, 1]`` of a chunk of (shifted) samples.
+def n_quadratic(covariance_type: str, d: int) -> int:
+    return d * (d // 2 + 1) if covariance_type == "full" else d
 
-    For ``spherical`` the quadratic block is ``y^2`` per feature (D columns), so that the same
-    features give the diagonal second moments the M-step needs; its natural parameters repeat
-    the one precision across the D columns.
-    """
+
+def features(Y: Array, covariance_type: str) -> Array:
+    """(n, F) features ``phi(y) = [quad(y), y, 1]`` of a chunk of (shifted) samples."""
     n, d = Y.shape
     one = jnp.ones((n, 1), Y.dtype)
     if covariance_type == "full":
@@ -110,42 +85,40 @@ def features(Y: Array, covariance_type: str) -> Array:
     return jnp.concatenate([quad, Y, one], axis=1)
 
 
-def natural_parameters(params: GMMParams, shift: Array) -> Array:
-    """(F, K) matrix ``Theta`` with ``phi(x - shift) @ Theta = log w_k + log N(x | mu_k, Sigma_k)``.
+def natural_parameters(params: GMMParams, shift: Array | None = None) -> Array:
+    """(F, K) matrix ``Theta`` with ``phi(x - shift) @ Theta = log N(x | mu_k, Sigma_k)``.
+
+    The log-weights are *not* included (add ``log w`` afterwards, so that masked components'
+    ``-inf`` never enters a GEMM).
 
     Args:
-        params: mixture (full, diag or spherical).
-        shift: (D,) point the features are taken about.
+        params: mixture of a type with features (every type but tied).
+        shift: (D,) point the features are taken about (default zero).
     """
     ct = params.covariance_type
     k, d = params.means.shape
-    m = params.means - shift[None, :]
+    m = params.means if shift is None else params.means - shift[None, :]
     L = params.precisions_cholesky
-    log_det = cov.log_det_cholesky(L, ct, d)
+    log_det = jnp.broadcast_to(cov.log_det_cholesky(L, ct, d), (k,))
     if ct == "full":
         P = L @ jnp.swapaxes(L, -1, -2)  # (K, D, D)
         Pm = jnp.einsum("kde,ke->kd", P, m)
         rows, cols, scale = _pairs(d)
         quad = P[:, rows, cols] * jnp.asarray(scale, P.dtype)[None, :]  # (K, D(D//2+1))
     else:
-        p = L**2 if ct == "diag" else jnp.broadcast_to((L**2)[:, None], (k, d))
+        p = cov.expand_precision_cholesky(L, ct, k, d) ** 2
         Pm = p * m
         quad = -0.5 * p
-    const = (jnp.log(params.weights) + log_det - 0.5 * d * _LOG_2PI
-             - 0.5 * jnp.sum(Pm * m, axis=-1))
+    const = log_det - 0.5 * d * _LOG_2PI - 0.5 * jnp.sum(Pm * m, axis=-1)
     return jnp.concatenate([quad, Pm, const[:, None]], axis=1).T
 
 
-def stats_from_moments(M: Array, shift: Array, covariance_type: str) -> SuffStats:
-    """``SuffStats`` from the (K, F) moment matrix ``R^T phi``.
+def unpack_moments(M: Array, covariance_type: str, d: int) -> tuple[Array, Array, Array]:
+    """(Nk, Fk, Sk) from the (K, F) moment matrix ``R^T phi`` (moments about the feature shift).
 
-    Args:
-        M: (K, F) weighted feature moments (quadratic block, first order, zeroth order).
-        shift: (D,) the point the features were taken about.
-        covariance_type: ``"full"``, ``"diag"`` or ``"spherical"``.
+    ``Sk`` is (K, D, D) for full and (K, D) (the diagonal) for the diagonal types.
     """
-    d = shift.shape[-1]
-    nq = d * (d // 2 + 1) if covariance_type == "full" else d
+    nq = n_quadratic(covariance_type, d)
     quad, Fk, Nk = M[:, :nq], M[:, nq:nq + d], M[:, nq + d]
     if covariance_type == "full":
         k = M.shape[0]
@@ -153,47 +126,4 @@ def stats_from_moments(M: Array, shift: Array, covariance_type: str) -> SuffStat
         Sk = jnp.zeros((k, d, d), M.dtype).at[:, rows, cols].set(quad).at[:, cols, rows].set(quad)
     else:
         Sk = quad
-    return SuffStats(Nk=Nk, Fk=Fk, Sk=Sk, shift=shift, covariance_type=covariance_type)
-
-
-def e_step_batch(params: GMMParams, X: Array, w: Array, shift: Array) -> tuple[SuffStats, Array]:
-    """Statistics and weighted log-likelihood sum of one chunk via two GEMMs.
-
-    Same contract as the direct ``_e_step_batch`` of ``gmm_jax.em``: returns
-    ``(SuffStats about shift, sum_n w_n log p(x_n))``.
-
-    Args:
-        params: mixture (full, diag or spherical).
-        X: (n, D) samples of the chunk.
-        w: (n,) sample weights (zero for padding rows).
-        shift: (D,) point the statistics (and features) are taken about.
-    """
-    theta = natural_parameters(params, shift).astype(X.dtype)
-    return e_step_batch_theta(theta, X, w, shift, params.covariance_type)
-
-
-def e_step_batch_theta(theta: Array, X: Array, w: Array, shift: Array,
-                       covariance_type: str) -> tuple[SuffStats, Array]:
-    """As :func:`e_step_batch` with ``Theta`` precomputed (hoisted out of the chunk loop).
-
-    Rows are processed in sub-chunks of at most ``SUB_ROWS`` so that ``phi`` (SUB_ROWS, F) stays
-    in cache between the two GEMMs; the (K, F) moments accumulate and are unpacked once.
-    """
-    n, d = X.shape
-    Y = X - shift[None, :]
-    M, sum_ll = sum_over_chunks(lambda y, wt: _moments(theta, y, wt, covariance_type), Y, w,
-                                SUB_ROWS)
-    return stats_from_moments(M, shift, covariance_type), sum_ll
-
-
-# Rows per inner GEMM pair: phi (SUB_ROWS, F) is ~4.6 MB at D=32 in float32 and stays in cache.
-SUB_ROWS = 2048
-
-
-def _moments(theta: Array, Y: Array, w: Array, covariance_type: str) -> tuple[Array, Array]:
-    """(K, F) moments ``(w * resp)^T phi`` and ``sum w * log p`` of shifted samples ``Y``."""
-    phi = features(Y, covariance_type)
-    lp = phi @ theta
-    ll = jax.nn.logsumexp(lp, axis=-1)
-    resp = jnp.exp(lp - ll[:, None]) * w[:, None]
-    return resp.T @ phi, jnp.sum(w * ll)
+    return Nk, Fk, Sk

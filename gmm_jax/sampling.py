@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
+from gmm_jax import covariance as cov
 from gmm_jax import validation
 from gmm_jax.types import GMMParams
 
@@ -21,20 +22,20 @@ Array = jax.Array
 
 
 def _scale_factors(params: GMMParams) -> Array:
-    """``A`` with ``A A^T = Sigma``: (K, D, D) full, (D, D) tied, (K, D) diag, (K,) spherical."""
+    """``A_k`` with ``A_k A_k^T = Sigma_k``: (K, D, D) for full and tied, (K, D) otherwise."""
     ct = params.covariance_type
-    pc = params.precisions_cholesky
-    if ct in ("full", "tied"):
-        eye = jnp.broadcast_to(jnp.eye(pc.shape[-1], dtype=pc.dtype), pc.shape)
+    k, d = params.means.shape
+    pc = cov.expand_precision_cholesky(params.precisions_cholesky, ct, k, d)
+    if cov.is_matrix(ct):
+        eye = jnp.broadcast_to(jnp.eye(d, dtype=pc.dtype), pc.shape)
         # L is upper triangular, so L^T is lower: A = (L^T)^{-1} is lower triangular.
         return solve_triangular(jnp.swapaxes(pc, -1, -2), eye, lower=True)
     return 1.0 / pc
 
 
 def _noise_to_samples(params: GMMParams, scale: Array, labels: Array, z: Array) -> Array:
-    ct = params.covariance_type
     means = params.means[labels]
-    if ct == "full":
+    if cov.is_matrix(params.covariance_type):
         k, d = params.means.shape
         if k <= d:
             # all components for every row (n*K*D) is cheaper than gathering n DxD factors
@@ -42,12 +43,8 @@ def _noise_to_samples(params: GMMParams, scale: Array, labels: Array, z: Array) 
             noise = jnp.take_along_axis(allk, labels[:, None, None], axis=1)[:, 0]
         else:
             noise = jnp.einsum("nde,ne->nd", scale[labels], z)
-    elif ct == "tied":
-        noise = z @ scale.T
-    elif ct == "diag":
-        noise = z * scale[labels]
     else:
-        noise = z * scale[labels][:, None]
+        noise = z * scale[labels]
     return means + noise
 
 
@@ -55,7 +52,7 @@ def _noise_to_samples(params: GMMParams, scale: Array, labels: Array, z: Array) 
 def _sample_program(key, params, *, n):
     k_lab, k_z = jax.random.split(key)
     d = params.means.shape[-1]
-    logw = jnp.log(params.weights)
+    logw = cov.safe_log_weights(params.weights)  # masked components are never drawn
     labels = jax.random.categorical(k_lab, logw, shape=(n,)).astype(jnp.int32)
     z = jax.random.normal(k_z, (n, d), params.means.dtype)
     return _noise_to_samples(params, _scale_factors(params), labels, z), labels

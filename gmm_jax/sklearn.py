@@ -30,7 +30,7 @@ from gmm_jax import covariance as cov
 from gmm_jax import io as gio
 from gmm_jax import validation
 from gmm_jax.density import log_likelihood, log_prob_components
-from gmm_jax.em import fit as core_fit
+from gmm_jax.fitting import fit as core_fit
 from gmm_jax.init import INIT_METHODS
 from gmm_jax.sampling import sample as core_sample
 from gmm_jax.types import GMMParams
@@ -91,6 +91,8 @@ def _check_params(est) -> None:
         raise ValueError(f"init_params must be one of {INIT_METHODS}, got {est.init_params!r}.")
     if not isinstance(est.warm_start, (bool, np.bool_)):
         raise TypeError(f"warm_start must be a bool, got {est.warm_start!r}.")
+    if getattr(est, "eigenvalue_floor", None) is not None:
+        validation.check_nonneg_float(est.eigenvalue_floor, "eigenvalue_floor")
 
 
 # ----------------------------------------------------------------------------- GaussianMixture
@@ -107,7 +109,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     Args:
         n_components: number of mixture components K.
-        covariance_type: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+        covariance_type: ``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``, ``"tied_diag"`` or
+            ``"tied_spherical"``.
         tol: stop when the mean log-likelihood changes by less than this.
         reg_covar: non-negative value added to covariance diagonals.
         max_iter: maximum EM iterations per initialisation.
@@ -120,6 +123,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         random_state: None, int, ``np.random.Generator``/``RandomState`` or a JAX key.
         warm_start: reuse the previous solution as the initialisation of the next ``fit``.
         verbose: print a one-line summary after each fit when > 0.
+        eigenvalue_floor: optional floor on every covariance eigenvalue (see :func:`gmm_jax.fit`).
 
     Attributes:
         weights_: (K,). means_: (K, D). covariances_, precisions_, precisions_cholesky_: shape by
@@ -141,7 +145,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
                  max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
                  means_init=None, precisions_init=None, random_state=None, warm_start=False,
-                 verbose=0):
+                 verbose=0, eigenvalue_floor=None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -155,6 +159,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.eigenvalue_floor = eigenvalue_floor
 
     # -- input handling ---------------------------------------------------------------------
     def _validate_X(self, X, *, reset: bool, min_samples: int = 1):
@@ -238,6 +243,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             covariance_type=self.covariance_type, max_iter=self.max_iter, tol=self.tol,
             n_init=n_init, init=self.init_params, reg_covar=self.reg_covar, weights_init=w0,
             means_init=m0, precisions_init=p0, sample_weight=sample_weight,
+            eigenvalue_floor=self.eigenvalue_floor,
         )
         with _precision(dtype):
             res = core_fit(key, Xa, self.n_components, **fit_kwargs)
@@ -407,21 +413,28 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
 # ----------------------------------------------------------------------------- GMMClassifier
 class GMMClassifier(ClassifierMixin, BaseEstimator):
-    """Class-conditional Gaussian mixture classifier.
+    """Class-conditional Gaussian mixture classifier, with per-class K and an open-set class.
 
-    Fits one mixture per class (``gmm_jax.classifier.fit_classifier``) and predicts
-    ``argmax_c log p(x | c) + log p(c)``.
+    Fits one mixture per class (``gmm_jax.classifier.fit_classifier``, all classes in one
+    compiled program) and predicts ``argmax_c log p(x | c) + log p(c)``. For numeric labels,
+    ``y = -1`` marks background samples of a "none-of-the-others" class: a mixture of its own,
+    predicted as -1 (and listed in ``classes_``).
 
     Args:
-        n_components: components per class.
-        covariance_type, tol, reg_covar, max_iter, n_init, init_params, random_state: as in
-            :class:`GaussianMixture`, used for every class.
-        priors: optional (C,) class priors; default the class frequencies.
+        n_components: components per class: an int, or a dict ``{label: K}`` with one entry per
+            class (including -1 when there are background samples).
+        covariance_type, tol, reg_covar, max_iter, n_init, init_params, random_state,
+            eigenvalue_floor: as in :class:`GaussianMixture`, used for every class.
+        priors: optional class priors, aligned with ``classes_`` (an array) or a dict
+            ``{label: prior}``; default the class frequencies.
 
     Attributes:
-        classes_: (C,) class labels. class_log_prior_: (C,). weights_ (C, K), means_ (C, K, D),
-        covariances_, precisions_cholesky_ (leading axis C, then the per-class shapes),
-        converged_ (C,) bool, n_features_in_.
+        classes_: (C,) class labels (sorted; -1 first when there are background samples).
+        class_log_prior_: (C,). weights_ (C, K_max), means_ (C, K_max, D), covariances_,
+        precisions_cholesky_ (leading axis C, then the per-class shapes; classes with fewer
+        components have zero weights in the remaining slots). n_components_ (C,) int.
+        converged_ (C,) bool. n_features_in_. background_offset_: the log-score added to the
+        background class (0 unless :meth:`calibrate` chose one).
 
     Example:
         >>> import numpy as np
@@ -435,7 +448,8 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
-                 max_iter=100, n_init=1, init_params="kmeans", random_state=None, priors=None):
+                 max_iter=100, n_init=1, init_params="kmeans", random_state=None, priors=None,
+                 eigenvalue_floor=None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -445,12 +459,14 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         self.init_params = init_params
         self.random_state = random_state
         self.priors = priors
+        self.eigenvalue_floor = eigenvalue_floor
 
     def fit(self, X, y, sample_weight=None):
         """Fits one mixture per class.
 
         Args:
-            X: (N, D) array-like. y: (N,) class labels. sample_weight: optional (N,).
+            X: (N, D) array-like. y: (N,) class labels (-1: background, numeric labels only).
+            sample_weight: optional (N,).
 
         Returns:
             self.
@@ -459,7 +475,8 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
 
         from gmm_jax import classifier as clf_core
 
-        _check_params(_ClassifierParamView(self))
+        view = _ClassifierParamView(self)
+        _check_params(view)
         dtype = _compute_dtype(X)
         Xa = validation.check_array(X, dtype=dtype)
         validate_data(self, X, reset=True, skip_check_array=True)
@@ -471,22 +488,60 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         if y.ndim != 1 or y.shape[0] != Xa.shape[0]:
             raise ValueError(f"y must have shape ({Xa.shape[0]},), got {y.shape}.")
         check_classification_targets(y)
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        numeric = np.issubdtype(y.dtype, np.number)
+        background = numeric & (y == -1)
+        known = np.unique(y[~background])
+        if known.size == 0:
+            raise ValueError("y has no labelled class besides the background (-1) class.")
+        y_idx = np.full(y.shape, -1, np.int64)
+        y_idx[~background] = np.searchsorted(known, y[~background])
+        has_bg = bool(np.any(background))
+        self.classes_ = np.concatenate([np.asarray([-1], dtype=known.dtype), known]) \
+            if has_bg else known
+        labels = list(range(known.size)) + ([-1] if has_bg else [])
+        n_components = self.n_components
+        if isinstance(n_components, dict):
+            def index(lab):
+                if has_bg and numeric and lab == -1:
+                    return -1
+                pos = np.flatnonzero(known == lab)
+                if pos.size == 0:
+                    raise ValueError(f"n_components names class {lab!r}, which is not in y.")
+                return int(pos[0])
+            n_components = {index(lab): k for lab, k in n_components.items()}
+        priors = self.priors
+        if priors is not None:
+            if isinstance(priors, dict):
+                priors = {(-1 if (has_bg and numeric and lab == -1) else
+                           int(np.flatnonzero(known == lab)[0]) if np.any(known == lab) else lab):
+                          v for lab, v in priors.items()}
+            else:
+                pr = np.asarray(priors, np.float64)
+                if pr.shape != (len(self.classes_),):
+                    raise ValueError(f"priors must have one entry per class {list(self.classes_)}"
+                                     f", got shape {pr.shape}.")
+                priors = dict(zip([-1] + labels[:-1] if has_bg else labels, pr, strict=True))
         key = validation.key_from_random_state(self.random_state)
         with _precision(dtype):
             model = clf_core.fit_classifier(
-                key, Xa, y_idx, self.n_components, n_classes=len(self.classes_),
+                key, Xa, y_idx, n_components, n_classes=known.size,
                 covariance_type=self.covariance_type, max_iter=self.max_iter, tol=self.tol,
                 n_init=self.n_init, init=self.init_params, reg_covar=self.reg_covar,
-                sample_weight=sample_weight, priors=self.priors,
+                sample_weight=sample_weight, priors=priors,
+                eigenvalue_floor=self.eigenvalue_floor,
             )
-            p = model.params
-            self.weights_ = np.asarray(p.weights)
-            self.means_ = np.asarray(p.means)
-            self.covariances_ = np.asarray(p.covariances)
-            self.precisions_cholesky_ = np.asarray(p.precisions_cholesky)
-            self.class_log_prior_ = np.asarray(model.class_log_prior)
-            self.converged_ = np.asarray(model.converged)
+            # the core orders classes 0..C-1 then -1; classes_ puts -1 first
+            order = np.r_[len(labels) - 1, np.arange(len(labels) - 1)] if has_bg else \
+                np.arange(len(labels))
+            p = jax.tree.map(lambda a: np.asarray(a)[order], model.params)
+            self.weights_ = p.weights
+            self.means_ = p.means
+            self.covariances_ = p.covariances
+            self.precisions_cholesky_ = p.precisions_cholesky
+            self.class_log_prior_ = np.asarray(model.class_log_prior)[order]
+            self.converged_ = np.asarray(model.converged)[order]
+            self.n_components_ = np.asarray(model.n_components)[order]
+        self.background_offset_ = 0.0
         if not np.all(self.converged_):
             warnings.warn("The mixture of at least one class did not converge; increase max_iter "
                           "or tol.", ConvergenceWarning, stacklevel=2)
@@ -496,13 +551,20 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         from gmm_jax.classifier import ClassifierParams
 
         check_is_fitted(self)
+        log_prior = np.array(self.class_log_prior_, dtype=self.means_.dtype)
+        if self._has_background():
+            log_prior[0] += self.background_offset_
         return ClassifierParams(
             params=GMMParams(jnp.asarray(self.weights_), jnp.asarray(self.means_),
                              jnp.asarray(self.covariances_),
                              jnp.asarray(self.precisions_cholesky_), self.covariance_type),
-            class_log_prior=jnp.asarray(self.class_log_prior_),
+            class_log_prior=jnp.asarray(log_prior),
             converged=jnp.asarray(self.converged_),
         )
+
+    def _has_background(self) -> bool:
+        c = self.classes_
+        return bool(np.issubdtype(c.dtype, np.number) and c.size and c[0] == -1)
 
     def _joint(self, X):
         from gmm_jax.classifier import joint_log_likelihood
@@ -514,7 +576,7 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
             return np.asarray(joint_log_likelihood(self._model(), jnp.asarray(Xa)))
 
     def predict_log_proba(self, X):
-        """(N, C) ``log p(c | x)``."""
+        """(N, C) ``log p(c | x)``, columns aligned with ``classes_``."""
         j = self._joint(X)
         m = np.max(j, axis=1, keepdims=True)
         return j - (m + np.log(np.sum(np.exp(j - m), axis=1, keepdims=True)))
@@ -524,16 +586,68 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         return np.exp(self.predict_log_proba(X))
 
     def predict(self, X):
-        """(N,) most probable class of each sample."""
+        """(N,) most probable class of each sample (-1: none of the others)."""
         joint = self._joint(X)
         return self.classes_[np.argmax(joint, axis=1)]
+
+    def novelty_score(self, X):
+        """(N,) open-set score: background log-score minus the best known class's (higher: more
+        likely none of the others). Needs background samples in training."""
+        if not self._has_background():
+            raise ValueError("novelty_score needs a background (-1) class; fit with rows "
+                             "labelled -1.")
+        j = self._joint(X)
+        return j[:, 0] - np.max(j[:, 1:], axis=1)
+
+    def calibrate(self, X_val, y_val, *, offsets=None):
+        """Chooses the background class's score offset on held-out data.
+
+        Sweeps an offset added to the background class's log-score and keeps the one that
+        maximises the balanced open-set accuracy: the mean of the accuracy on rows of known
+        classes and the rejection rate of rows labelled -1 (classes unseen in training should be
+        labelled -1 in ``y_val``).
+
+        Args:
+            X_val: (N, D) held-out rows. y_val: (N,) their labels, -1 for unknown classes.
+            offsets: candidate offsets (default: a grid over the observed novelty scores).
+
+        Returns:
+            self (with ``background_offset_`` set).
+        """
+        if not self._has_background():
+            raise ValueError("calibrate needs a background (-1) class; fit with rows labelled "
+                             "-1.")
+        y_val = np.asarray(y_val)
+        unknown = y_val == -1
+        if not np.any(unknown) or np.all(unknown):
+            raise ValueError("calibrate needs held-out rows of known classes and rows labelled "
+                             "-1.")
+        saved = self.background_offset_
+        self.background_offset_ = 0.0
+        j = self._joint(X_val)
+        self.background_offset_ = saved
+        best_known = self.classes_[1:][np.argmax(j[:, 1:], axis=1)]
+        gap = np.max(j[:, 1:], axis=1) - j[:, 0]  # offset above which a row is rejected
+        if offsets is None:
+            offsets = np.unique(np.concatenate([[0.0], np.quantile(gap, np.linspace(0, 1, 201))]))
+        best, best_score = 0.0, -np.inf
+        for off in np.asarray(offsets, np.float64):
+            reject = gap < off
+            acc_known = np.mean(~reject[~unknown] & (best_known[~unknown] == y_val[~unknown]))
+            rej_unknown = np.mean(reject[unknown])
+            score = 0.5 * (acc_known + rej_unknown)
+            if score > best_score:
+                best, best_score = float(off), score
+        self.background_offset_ = best
+        return self
 
 
 class _ClassifierParamView:
     """Adapts GMMClassifier's parameters to ``_check_params``."""
 
     def __init__(self, est):
-        self.n_components = est.n_components
+        n = est.n_components
+        self.n_components = max(n.values()) if isinstance(n, dict) and n else n
         self.covariance_type = est.covariance_type
         self.tol = est.tol
         self.reg_covar = est.reg_covar
@@ -541,4 +655,4 @@ class _ClassifierParamView:
         self.n_init = est.n_init
         self.init_params = est.init_params
         self.warm_start = False
-
+        self.eigenvalue_floor = est.eigenvalue_floor

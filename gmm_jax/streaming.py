@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmm_jax import validation
-from gmm_jax.em import e_step, fit, m_step, repair_components
+from gmm_jax import estep, validation
+from gmm_jax.density import responsibilities
+from gmm_jax.em import e_step, m_step, repair_components, stats_from_responsibilities
+from gmm_jax.fitting import fit
 from gmm_jax.types import FitResult, GMMParams
 
 Array = jax.Array
@@ -42,16 +44,28 @@ def _padded(batch: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return batch, w
 
 
-@partial(jax.jit, static_argnames=("chunk_size",))
-def _batch_stats(params: GMMParams, X: Array, w: Array, shift: Array, *, chunk_size=None):
-    stats, mean_ll = e_step(params, X, sample_weight=w, shift=shift, chunk_size=chunk_size)
-    return stats, mean_ll * jnp.sum(stats.Nk)
+@partial(jax.jit, static_argnames=("chunk_size", "method"))
+def _batch_stats(params: GMMParams, X: Array, w: Array, shift: Array, *, chunk_size=None,
+                 method="exact"):
+    stats, mean_ll = e_step(params, X, sample_weight=w, shift=shift, chunk_size=chunk_size,
+                            method=method)
+    return stats, mean_ll * jnp.sum(w)
+
+
+@jax.jit
+def _fast_bound(params: GMMParams, shift: Array):
+    return estep.fast_error_bound(params._replace(means=params.means - shift))
 
 
 @jax.jit
 def _m_step_repaired(stats, reg_covar):
     params = m_step(stats, reg_covar=reg_covar)
     return repair_components(params, stats)
+
+
+@jax.jit
+def _responsibilities(params: GMMParams, X: Array):
+    return responsibilities(params, X)
 
 
 def _checked_batches(source: BatchSource, n_features: int | None, dtype):
@@ -144,15 +158,19 @@ def fit_batches(
         # max_iter=1 ran one EM step on the sample; that is the initialisation.
     params = jax.tree.map(lambda a: jnp.asarray(a, dtype), init_params)
     history = np.zeros((max_iter,), dtype)
+    fast_path = np.zeros((max_iter,), bool)
     prev, lb, converged, n_iter, n_rep = -np.inf, -np.inf, False, 0, 0
     reg = jnp.asarray(reg_covar, dtype)
     for it in range(max_iter):
+        bound = float(_fast_bound(params, shift))
+        fast = bool(np.isfinite(lb) and bound <= estep.FAST_RTOL * max(1.0, abs(lb)))
+        fast_path[it] = fast
         acc, sum_ll = None, 0.0
         for b in _checked_batches(batches, d, dtype):
             Xb, wb = _padded(b, size)
             stats, s_ll = _batch_stats(params, jnp.asarray(Xb), jnp.asarray(wb), shift,
-                                       chunk_size=chunk_size)
-            acc = stats if acc is None else jax.tree.map(jnp.add, acc, stats)._replace(shift=shift)
+                                       chunk_size=chunk_size, method="fast" if fast else "exact")
+            acc = stats if acc is None else _add_stats(acc, stats)
             sum_ll += float(s_ll)
         prev, lb = lb, sum_ll / n
         history[it] = lb
@@ -164,8 +182,15 @@ def fit_batches(
             converged = True
             break
     history[n_iter:] = lb
+    fast_path[n_iter:] = False
     return FitResult(params, jnp.asarray(lb, dtype), jnp.asarray(history), jnp.asarray(n_iter),
-                     jnp.asarray(converged), jnp.asarray([lb], dtype), jnp.asarray(n_rep))
+                     jnp.asarray(converged), jnp.asarray([lb], dtype), jnp.asarray(n_rep),
+                     jnp.asarray(fast_path))
+
+
+def _add_stats(a, b):
+    """Sum of two statistics taken about the same shift in the same basis."""
+    return a._replace(Nk=a.Nk + b.Nk, Fk=a.Fk + b.Fk, Sk=a.Sk + b.Sk)
 
 
 def online_em(
@@ -203,12 +228,20 @@ def online_em(
     reg = jnp.asarray(reg_covar, dtype)
     for t, b in enumerate(batches):
         b = validation.check_array(b, name=f"batch {t}", n_features=d, dtype=dtype)
-        stats, _ = _batch_stats(params, jnp.asarray(b), jnp.ones((b.shape[0],), dtype), shift)
+        # plain moments about a fixed shift: statistics of different batches (taken under
+        # different parameters) can only be blended when they share the shift and basis
+        resp = _responsibilities(params, jnp.asarray(b))
+        stats = stats_from_responsibilities(jnp.asarray(b), resp, params.covariance_type,
+                                            shift=shift)
         factor = n_samples / b.shape[0]
-        scaled = jax.tree.map(lambda a, f=factor: a * f, stats)
         rho = (t + 2.0) ** (-kappa)
-        running = scaled if running is None else jax.tree.map(
-            lambda r, s, rho=rho: (1 - rho) * r + rho * s, running, scaled)
-        running = running._replace(shift=shift)
+        if running is None:
+            running = stats._replace(Nk=stats.Nk * factor, Fk=stats.Fk * factor,
+                                     Sk=stats.Sk * factor)
+        else:
+            running = running._replace(
+                Nk=(1 - rho) * running.Nk + rho * factor * stats.Nk,
+                Fk=(1 - rho) * running.Fk + rho * factor * stats.Fk,
+                Sk=(1 - rho) * running.Sk + rho * factor * stats.Sk)
         params, _ = _m_step_repaired(running, reg)
     return params

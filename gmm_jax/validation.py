@@ -3,6 +3,15 @@
 Every public entry point passes its inputs through these functions, so bad input fails fast with
 a ``ValueError``/``TypeError`` that says what is wrong and what to do, instead of a tracer error or
 a silent NaN deep inside a compiled loop.
+
+Which checks run where:
+
+* concrete inputs (NumPy arrays, lists, committed ``jax.Array`` values): everything: dtype,
+  rank, sizes, feature counts, NaN/inf, weights that are negative or sum to zero, initial
+  parameters off the simplex or not positive definite;
+* traced inputs (called inside the user's ``jax.jit``, ``jax.vmap``, ``jax.grad``): only what
+  is known at trace time: dtype, rank, shapes, sizes and feature counts. Values cannot be
+  inspected there, so NaN in traced data propagates like in any JAX function.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import numbers
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax.covariance import check_covariance_type, covariance_shape
@@ -23,6 +33,11 @@ class DataTypeError(TypeError, ValueError):
     """
 
 
+def is_traced(*values) -> bool:
+    """Whether any of ``values`` (pytrees allowed) holds a tracer (abstract, no data)."""
+    return any(isinstance(leaf, jax.core.Tracer) for v in values for leaf in jax.tree.leaves(v))
+
+
 def float_dtype(dtype=None) -> np.dtype:
     """The floating dtype JAX will compute in: float64 only when x64 is enabled."""
     if dtype is not None and np.issubdtype(dtype, np.floating) and np.dtype(dtype).itemsize >= 8:
@@ -31,8 +46,11 @@ def float_dtype(dtype=None) -> np.dtype:
 
 
 def check_array(X, *, min_samples: int = 1, name: str = "X", n_features: int | None = None,
-                dtype=None) -> np.ndarray:
-    """Returns ``X`` as a finite 2-D floating numpy array, or raises.
+                dtype=None):
+    """Returns ``X`` as a finite 2-D floating array, or raises.
+
+    Concrete input comes back as a NumPy array; traced input (inside the caller's ``jit``,
+    ``vmap`` or ``grad``) as a ``jax.Array`` of the floating dtype, after the static checks only.
 
     Args:
         X: array-like of shape (N, D); bool and integer input is converted to float.
@@ -46,6 +64,15 @@ def check_array(X, *, min_samples: int = 1, name: str = "X", n_features: int | N
         TypeError: non-numeric data (strings, objects, complex).
         ValueError: wrong rank, empty, NaN/inf, too few samples, wrong number of features.
     """
+    if is_traced(X):
+        if not (jnp.issubdtype(X.dtype, jnp.number) or X.dtype == bool):
+            raise TypeError(f"{name} must be numeric (float, int or bool), got dtype {X.dtype}.")
+        if jnp.issubdtype(X.dtype, jnp.complexfloating):
+            raise DataTypeError(
+                f"Complex data not supported: {name} must be real-valued, got dtype {X.dtype}.")
+        _check_shape(X.shape, name=name, min_samples=min_samples, n_features=n_features)
+        target = np.dtype(dtype) if dtype is not None else float_dtype(X.dtype)
+        return X.astype(target)
     if isinstance(X, jax.Array):
         X = np.asarray(X)
     if _is_sparse(X):
@@ -74,12 +101,7 @@ def check_array(X, *, min_samples: int = 1, name: str = "X", n_features: int | N
         raise DataTypeError(
             f"Complex data not supported: {name} must be real-valued, got dtype {arr.dtype}."
         )
-    if arr.ndim != 2:
-        hint = (" Reshape your data with X.reshape(-1, 1) if it has a single feature or "
-                "X.reshape(1, -1) if it is a single sample." if arr.ndim == 1 else "")
-        raise ValueError(
-            f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}.{hint}"
-        )
+    _check_rank(arr.shape, name)
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: found array with 0 sample(s) (shape={arr.shape}) "
                          "while a minimum of 1 is required.")
@@ -90,22 +112,39 @@ def check_array(X, *, min_samples: int = 1, name: str = "X", n_features: int | N
     if arr.dtype != target:
         arr = arr.astype(target)
     if not np.all(np.isfinite(arr)):
+        bad_rows = np.flatnonzero(~np.all(np.isfinite(arr), axis=1))
         bad = int(np.sum(~np.isfinite(arr)))
         raise ValueError(
-            f"{name} contains {bad} NaN or infinite value(s). Remove or impute them before fitting "
-            "or scoring."
+            f"{name} contains {bad} NaN or infinite value(s) (first in row {int(bad_rows[0])}). "
+            "Remove or impute them before fitting or scoring."
         )
-    if n_features is not None and arr.shape[1] != n_features:
+    _check_shape(arr.shape, name=name, min_samples=min_samples, n_features=n_features)
+    return arr
+
+
+def _check_rank(shape, name):
+    if len(shape) != 2:
+        hint = (" Reshape your data with X.reshape(-1, 1) if it has a single feature or "
+                "X.reshape(1, -1) if it is a single sample." if len(shape) == 1 else "")
         raise ValueError(
-            f"{name} has {arr.shape[1]} features, but the model was fitted with {n_features} "
+            f"{name} must be 2-D (n_samples, n_features), got shape {tuple(shape)}.{hint}"
+        )
+
+
+def _check_shape(shape, *, name, min_samples, n_features):
+    _check_rank(shape, name)
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(shape)}.")
+    if n_features is not None and shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {shape[1]} features, but the model was fitted with {n_features} "
             "features."
         )
-    if arr.shape[0] < min_samples:
+    if shape[0] < min_samples:
         raise ValueError(
-            f"{name} has {arr.shape[0]} samples, fewer than the {min_samples} required "
+            f"{name} has {shape[0]} samples, fewer than the {min_samples} required "
             "(n_components must not exceed n_samples)."
         )
-    return arr
 
 
 def _is_sparse(X) -> bool:
@@ -117,6 +156,9 @@ def _is_sparse(X) -> bool:
 
 
 def check_positive_int(value, name: str) -> int:
+    if isinstance(value, (np.ndarray, jax.Array)) and value.shape == () and \
+            np.issubdtype(value.dtype, np.integer) and not is_traced(value):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}.")
     if value < 1:
@@ -124,7 +166,14 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
-def check_nonneg_float(value, name: str) -> float:
+def check_nonneg_float(value, name: str):
+    """A finite non-negative real; traced scalars pass through unchecked (shape () required)."""
+    if is_traced(value):
+        if jnp.ndim(value) != 0:
+            raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}.")
+        return value
+    if isinstance(value, (np.ndarray, jax.Array)) and value.shape == ():
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}.")
     if not np.isfinite(value) or value < 0:
@@ -132,7 +181,7 @@ def check_nonneg_float(value, name: str) -> float:
     return float(value)
 
 
-def check_em_options(n_components, max_iter, tol, reg_covar) -> tuple[int, int, float, float]:
+def check_em_options(n_components, max_iter, tol, reg_covar) -> tuple:
     """Validates the options every EM entry point shares; returns them normalised."""
     return (
         check_positive_int(n_components, "n_components"),
@@ -148,71 +197,87 @@ def check_key(key):
         return jax.random.key(int(key))
     if isinstance(key, jax.Array) or isinstance(key, np.ndarray):
         if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            if key.shape != ():
+                raise TypeError(f"key must be a single PRNG key, got a batch of shape {key.shape} "
+                                "(vmap over keys instead).")
             return key
         if key.shape == (2,) and key.dtype == np.uint32:
-            return jax.numpy.asarray(key)
+            return jax.random.wrap_key_data(jnp.asarray(key))
     raise TypeError(f"key must be a jax.random.key(...) or an int seed, got {type(key).__name__}.")
 
 
 def check_init_arrays(weights_init, means_init, precisions_init, *, n_components: int,
                       n_features: int, covariance_type: str, dtype) -> tuple:
-    """Validates user-supplied initial parameters; returns numpy arrays (or None)."""
+    """Validates user-supplied initial parameters; returns arrays (or None).
+
+    Concrete arrays are fully checked and returned as NumPy arrays of ``dtype``; traced ones
+    (inside the caller's transforms) only for shape, and returned as ``jax.Array``.
+    """
     check_covariance_type(covariance_type)
+    k, d = n_components, n_features
+    shapes = {
+        "weights_init": (k,),
+        "means_init": (k, d),
+        "precisions_init": covariance_shape(covariance_type, k, d),
+    }
     out = []
-    if weights_init is not None:
-        w = np.asarray(weights_init, dtype=np.float64)
-        if w.shape != (n_components,):
-            raise ValueError(
-                f"weights_init must have shape ({n_components},), got {w.shape}."
-            )
-        if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(w > 1):
-            raise ValueError("weights_init must hold finite values in [0, 1].")
-        if not np.isclose(np.sum(w), 1.0, rtol=0, atol=1e-6):
-            raise ValueError(
-                f"weights_init must sum to 1 (they lie on the simplex), got sum {np.sum(w):.6g}."
-            )
-        out.append(w.astype(dtype))
-    else:
-        out.append(None)
-    if means_init is not None:
-        m = np.asarray(means_init, dtype=np.float64)
-        if m.shape != (n_components, n_features):
-            raise ValueError(
-                f"means_init must have shape ({n_components}, {n_features}), got {m.shape}."
-            )
-        if not np.all(np.isfinite(m)):
-            raise ValueError("means_init contains NaN or infinite values.")
-        out.append(m.astype(dtype))
-    else:
-        out.append(None)
-    if precisions_init is not None:
-        p = np.asarray(precisions_init, dtype=np.float64)
-        shape = covariance_shape(covariance_type, n_components, n_features)
-        if p.shape != shape:
-            raise ValueError(
-                f"precisions_init for covariance_type={covariance_type!r} must have shape {shape}, "
-                f"got {p.shape}."
-            )
-        if not np.all(np.isfinite(p)):
-            raise ValueError("precisions_init contains NaN or infinite values.")
-        if covariance_type in ("full", "tied"):
-            mats = p.reshape(-1, n_features, n_features)
-            if not np.allclose(mats, np.swapaxes(mats, -1, -2), rtol=1e-6, atol=1e-10):
-                raise ValueError("precisions_init must be symmetric.")
-            if np.any(np.linalg.eigvalsh(mats) <= 0):
-                raise ValueError("precisions_init must be symmetric, positive-definite.")
-        elif np.any(p <= 0):
-            raise ValueError("precisions_init must be positive.")
-        out.append(p.astype(dtype))
-    else:
-        out.append(None)
+    for name, value in (("weights_init", weights_init), ("means_init", means_init),
+                        ("precisions_init", precisions_init)):
+        if value is None:
+            out.append(None)
+            continue
+        shape = shapes[name]
+        if is_traced(value):
+            if tuple(jnp.shape(value)) != shape:
+                raise ValueError(_shape_message(name, shape, jnp.shape(value), covariance_type))
+            out.append(jnp.asarray(value).astype(dtype))
+            continue
+        a = np.asarray(value, dtype=np.float64)
+        if a.shape != shape:
+            raise ValueError(_shape_message(name, shape, a.shape, covariance_type))
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} contains NaN or infinite values.")
+        if name == "weights_init":
+            if np.any(a < 0) or np.any(a > 1):
+                raise ValueError("weights_init must hold finite values in [0, 1].")
+            if not np.isclose(np.sum(a), 1.0, rtol=0, atol=1e-6):
+                raise ValueError(
+                    f"weights_init must sum to 1 (they lie on the simplex), got sum "
+                    f"{np.sum(a):.6g}.")
+        if name == "precisions_init":
+            if covariance_type in ("full", "tied"):
+                mats = a.reshape(-1, d, d)
+                if not np.allclose(mats, np.swapaxes(mats, -1, -2), rtol=1e-6, atol=1e-10):
+                    raise ValueError("precisions_init must be symmetric.")
+                if np.any(np.linalg.eigvalsh(mats) <= 0):
+                    raise ValueError("precisions_init must be symmetric, positive-definite.")
+            elif np.any(a <= 0):
+                raise ValueError("precisions_init must be positive.")
+        out.append(a.astype(dtype))
     return tuple(out)
 
 
-def check_sample_weight(sample_weight, n_samples: int, dtype) -> np.ndarray | None:
-    """Validates per-sample weights: shape (N,), finite, non-negative, not all zero."""
+def _shape_message(name, shape, got, covariance_type):
+    if name == "precisions_init":
+        return (f"precisions_init for covariance_type={covariance_type!r} must have shape "
+                f"{shape}, got {tuple(got)}.")
+    return f"{name} must have shape {shape}, got {tuple(got)}."
+
+
+def check_sample_weight(sample_weight, n_samples: int, dtype):
+    """Validates per-sample weights: shape (N,), finite, non-negative, not all zero.
+
+    Traced weights are checked for shape only.
+    """
     if sample_weight is None:
         return None
+    if is_traced(sample_weight):
+        w = jnp.asarray(sample_weight).astype(dtype)
+        if w.ndim == 0:
+            return jnp.broadcast_to(w, (n_samples,))
+        if w.shape != (n_samples,):
+            raise ValueError(f"sample_weight must have shape ({n_samples},), got {w.shape}.")
+        return w
     w = np.asarray(sample_weight)
     if not (np.issubdtype(w.dtype, np.number) or w.dtype == bool):
         raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}.")
@@ -226,6 +291,36 @@ def check_sample_weight(sample_weight, n_samples: int, dtype) -> np.ndarray | No
     if np.sum(w) <= 0:
         raise ValueError("sample_weight sums to zero; at least one sample needs positive weight.")
     return w
+
+
+def check_labels(labels, n_samples: int, n_components: int, *, name: str = "labels"):
+    """Validates semi-supervised labels: (N,) integers in [-1, K), -1 for unlabelled rows.
+
+    Traced labels are checked for shape and dtype only.
+    """
+    if labels is None:
+        return None
+    if is_traced(labels):
+        if labels.shape != (n_samples,) or not jnp.issubdtype(labels.dtype, jnp.integer):
+            raise ValueError(f"{name} must be ({n_samples},) integers, got {labels.dtype} "
+                             f"{labels.shape}.")
+        return labels.astype(jnp.int32)
+    y = np.asarray(labels)
+    if y.shape != (n_samples,):
+        raise ValueError(f"{name} must have shape ({n_samples},) (one per row of X), got "
+                         f"{y.shape}.")
+    if y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and \
+                np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise TypeError(f"{name} must be integers (component index, -1 for unlabelled), got "
+                            f"dtype {y.dtype}.")
+    if np.any(y < -1) or np.any(y >= n_components):
+        bad = y[(y < -1) | (y >= n_components)]
+        raise ValueError(f"{name} must lie in [-1, {n_components}) (-1 marks an unlabelled row); "
+                         f"found {bad[:5].tolist()}.")
+    return y.astype(np.int32)
 
 
 def key_from_random_state(random_state):

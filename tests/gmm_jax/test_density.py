@@ -9,50 +9,7 @@ from scipy.stats import multivariate_normal
 
 import gmm_jax
 from gmm_jax import COVARIANCE_TYPES
-
-
-def random_covariances(rng: np.random.Generator, covariance_type: str, k: int,
-                       d: int) -> np.ndarray:
-    """Draws well-conditioned random covariances in the shape of ``covariance_type``.
-
-    Args:
-        rng: numpy generator.
-        covariance_type: one of ``COVARIANCE_TYPES``.
-        k: number of components.
-        d: number of features.
-
-    Returns:
-        (K, D, D), (D, D), (K, D) or (K,) positive (definite) covariances.
-    """
-    if covariance_type in ("full", "tied"):
-        n = k if covariance_type == "full" else 1
-        a = rng.normal(size=(n, d, d))
-        c = a @ np.swapaxes(a, -1, -2) + 0.5 * np.eye(d)
-        return c if covariance_type == "full" else c[0]
-    if covariance_type == "diag":
-        return rng.uniform(0.3, 3.0, size=(k, d))
-    return rng.uniform(0.3, 3.0, size=(k,))
-
-
-def dense_covariances(cov: np.ndarray, covariance_type: str, k: int, d: int) -> np.ndarray:
-    """Expands covariances of any type to (K, D, D) matrices.
-
-    Args:
-        cov: covariances in the shape of ``covariance_type``.
-        covariance_type: one of ``COVARIANCE_TYPES``.
-        k: number of components.
-        d: number of features.
-
-    Returns:
-        (K, D, D) dense covariance matrices.
-    """
-    if covariance_type == "full":
-        return np.asarray(cov)
-    if covariance_type == "tied":
-        return np.broadcast_to(cov, (k, d, d))
-    if covariance_type == "diag":
-        return np.stack([np.diag(c) for c in cov])
-    return np.stack([c * np.eye(d) for c in cov])
+from tests.gmm_jax.helpers import dense_covariances, random_covariances
 
 
 def scipy_log_prob(X, weights, means, covs) -> np.ndarray:
@@ -179,3 +136,36 @@ def test_wrong_rank_input_raises(fn):
     bad = params._replace(means=jnp.zeros((3,)))
     with pytest.raises(AssertionError):
         fn(bad, jnp.zeros((4, 3)))
+
+
+def test_masked_components_have_no_density_and_change_nothing(x64):
+    X, w, m, c = _problem("full", seed=6)
+    params = gmm_jax.params_from_covariances(w, m, c, "full")
+    # one more slot, weight exactly zero: it is masked
+    pad = params._replace(
+        weights=jnp.concatenate([params.weights, jnp.zeros(1)]),
+        means=jnp.concatenate([params.means, jnp.full((1, 3), 1e3)]),
+        covariances=jnp.concatenate([params.covariances, jnp.eye(3)[None]]),
+        precisions_cholesky=jnp.concatenate([params.precisions_cholesky, jnp.eye(3)[None]]))
+    Xj = jnp.asarray(X)
+    lp = np.asarray(gmm_jax.log_prob_components(pad, Xj))
+    assert np.all(lp[:, 3] == -np.inf)
+    np.testing.assert_allclose(lp[:, :3], gmm_jax.log_prob_components(params, Xj), rtol=1e-14)
+    np.testing.assert_allclose(gmm_jax.log_likelihood(pad, Xj),
+                               gmm_jax.log_likelihood(params, Xj), rtol=1e-14)
+    np.testing.assert_array_equal(gmm_jax.responsibilities(pad, Xj)[:, 3], 0.0)
+    # and its gradient is finite (no 0 * inf from log 0)
+    g = jax.grad(lambda p: jnp.sum(gmm_jax.log_likelihood(p, Xj)))(pad)
+    assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(g))
+
+
+def test_log_prob_components_in_row_blocks_equals_one_block(x64, monkeypatch):
+    from gmm_jax import density
+
+    X, w, m, c = _problem("diag", seed=7, n=50)
+    params = gmm_jax.params_from_covariances(w, m, c, "diag")
+    whole = np.asarray(gmm_jax.log_prob_components(params, jnp.asarray(X)))
+    monkeypatch.setattr(density, "_BLOCK_ELEMENTS", 7 * 3 * 3)  # blocks of 7 rows, 8 blocks
+    blocks = np.asarray(gmm_jax.log_prob_components(params, jnp.asarray(X)))
+    assert blocks.shape == (50, 3)
+    np.testing.assert_allclose(blocks, whole, rtol=1e-15)

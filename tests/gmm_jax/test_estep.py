@@ -1,0 +1,233 @@
+"""The E-step forms (fast expanded, exact whitened, exact expanded in float64), the error bound
+that chooses between them, and the bank kernels (many models, wide GEMMs, masked slots)."""
+
+from functools import cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_digits
+from threadpoolctl import threadpool_limits
+
+import gmm_jax
+from gmm_jax import COVARIANCE_TYPES, estep
+from tests.gmm_jax.helpers import (
+    blobs,
+    numpy_log_joint,
+    numpy_m_step,
+    precisions_of,
+    random_covariances,
+)
+
+FORMS = ("fast", "whitened", "expanded64")
+
+
+def _params(ct, k=3, d=3, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    w = rng.dirichlet(np.ones(k) * 3.0)
+    m = rng.normal(scale=2.0, size=(k, d))
+    c = random_covariances(rng, ct, k, d)
+    return w, m, c, gmm_jax.params_from_covariances(
+        jnp.asarray(w, dtype), jnp.asarray(m, dtype), jnp.asarray(c, dtype), ct)
+
+
+@jax.jit
+def _all_forms(p, X, w):
+    return {f: gmm_jax.e_step(p, X, sample_weight=w, method=f, chunk_size=16) for f in FORMS}
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_every_form_gives_the_textbook_m_step(x64, ct):
+    """E-step (each form) + M-step equals the float64 textbook EM step, weights included."""
+    w_, m_, c_, p = _params(ct)
+    X = blobs(n=40, seed=1)
+    sw = np.random.default_rng(2).uniform(0.2, 2.0, len(X))
+    lj = numpy_log_joint(X, w_, m_, c_, ct)
+    ll = logsumexp(lj, axis=1)
+    want = numpy_m_step(X, np.exp(lj - ll[:, None]), ct, 1e-6, sw)
+    for form, (stats, mean_ll) in _all_forms(p, jnp.asarray(X), jnp.asarray(sw)).items():
+        np.testing.assert_allclose(mean_ll, np.sum(sw * ll) / sw.sum(), rtol=1e-12,
+                                   err_msg=form)
+        got = gmm_jax.m_step(stats, reg_covar=1e-6)
+        for name in ("weights", "means", "covariances"):
+            np.testing.assert_allclose(getattr(got, name), want[name], rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{form} {name}")
+        np.testing.assert_allclose(
+            gmm_jax.covariance.precisions_from_cholesky(got.precisions_cholesky, ct),
+            precisions_of(want["covariances"], ct), rtol=1e-9, atol=1e-10, err_msg=form)
+
+
+def test_statistics_add_over_chunks_and_padding_rows_count_nothing(x64):
+    _, _, _, p = _params("full", d=3)
+    X = jnp.asarray(blobs(n=50, seed=3))
+    whole, ll = gmm_jax.e_step(p, X, method="exact", chunk_size=64)
+    chunked, ll_c = gmm_jax.e_step(p, X, method="exact", chunk_size=16)  # 4 chunks, padded
+    a, b = gmm_jax.e_step(p, X[:20], method="exact")[0], gmm_jax.e_step(p, X[20:],
+                                                                        method="exact")[0]
+    for f in ("Nk", "Fk", "Sk"):
+        np.testing.assert_allclose(getattr(chunked, f), getattr(whole, f), rtol=1e-12)
+        np.testing.assert_allclose(getattr(a, f) + getattr(b, f), getattr(whole, f), rtol=1e-12)
+    np.testing.assert_allclose(ll_c, ll, rtol=1e-13)
+    # rows of weight zero change nothing
+    Xp = jnp.concatenate([X, jnp.full((14, 3), 1e3)])
+    wp = jnp.concatenate([jnp.ones(50), jnp.zeros(14)])
+    padded, ll_p = gmm_jax.e_step(p, Xp, sample_weight=wp, shift=gmm_jax.em.default_shift(p),
+                                  method="exact")
+    np.testing.assert_allclose(padded.Sk, whole.Sk, rtol=1e-12)
+    np.testing.assert_allclose(ll_p, ll, rtol=1e-13)
+
+
+@pytest.mark.parametrize("ct", ["full", "diag", "tied"])
+def test_bank_equals_a_loop_of_single_models_and_masked_slots_cost_nothing(x64, ct):
+    """R models in one bank (wide GEMMs) equal R separate E-steps; a masked slot changes
+    nothing, with or without the static compaction of active columns."""
+    X = jnp.asarray(blobs(n=40, seed=4))
+    models = [_params(ct, seed=s)[3] for s in range(3)]
+    bank = jax.tree.map(lambda *a: jnp.stack(a), *models)
+    w = jnp.ones(40)
+    for form in FORMS:
+        got = estep.bank_moments(bank, X, w, None, form=form, assignment="soft", chunk_size=16)
+        for r, p in enumerate(models):
+            one = estep.chunked_moments(p, X, w, None, form=form, assignment="soft",
+                                        chunk_size=16)
+            for g, o in zip(got, one, strict=True):
+                np.testing.assert_allclose(g[r], o, rtol=1e-11, atol=1e-13, err_msg=form)
+    # model 1 with its last slot masked (weight 0) == a 2-component model; compaction skips it
+    masked = bank._replace(weights=bank.weights.at[1].set(
+        jnp.r_[bank.weights[1, :2] / jnp.sum(bank.weights[1, :2]), 0.0]))
+    two = jax.tree.map(lambda a: a[1], masked)
+    two = two._replace(weights=two.weights[:2], means=two.means[:2],
+                       covariances=two.covariances if ct == "tied" else two.covariances[:2],
+                       precisions_cholesky=two.precisions_cholesky if ct == "tied"
+                       else two.precisions_cholesky[:2])
+    cols = (0, 1, 2, 3, 4, 6, 7, 8)  # model 1's slot 2 (flat index 5) is skipped
+    for form in FORMS:
+        ref = estep.chunked_moments(two, X, w, None, form=form, assignment="soft", chunk_size=16)
+        for c in (None, cols):
+            got = estep.bank_moments(masked, X, w, None, form=form, assignment="soft",
+                                     chunk_size=16, cols=c)
+            np.testing.assert_allclose(got[0][1, :2], ref[0], rtol=1e-11, err_msg=form)
+            assert float(got[0][1, 2]) == 0.0
+            np.testing.assert_allclose(got[3][1], ref[3], rtol=1e-12, err_msg=form)
+            if ct != "tied":
+                np.testing.assert_allclose(got[2][1, :2], ref[2], rtol=1e-10, atol=1e-12)
+
+
+def test_hard_assignment_and_labels_in_the_posterior(x64):
+    _, _, _, p = _params("diag")
+    X = jnp.asarray(blobs(n=30, seed=5))
+    lp = np.asarray(gmm_jax.log_prob_components(p, X))
+    labels = np.where(np.arange(30) % 3 == 0, 2, -1)
+    for form in FORMS:
+        stats, ll = gmm_jax.e_step(p, X, method=form, assignment="hard")
+        np.testing.assert_allclose(stats.Nk, np.bincount(lp.argmax(1), minlength=3), atol=1e-12)
+        np.testing.assert_allclose(ll, lp.max(1).mean(), rtol=1e-12)
+        stats, ll = gmm_jax.e_step(p, X, method=form, labels=jnp.asarray(labels))
+        r = np.exp(lp - logsumexp(lp, 1, keepdims=True))
+        r[labels >= 0] = np.eye(3)[2]
+        np.testing.assert_allclose(stats.Nk, r.sum(0), rtol=1e-12)
+        want = np.where(labels >= 0, lp[:, 2], logsumexp(lp, 1)).mean()
+        np.testing.assert_allclose(ll, want, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- float32 accuracy
+@cache
+def _digits_params(ct: str, k: int, scale: float = 1.0, offset: float = 0.0):
+    """Ill-conditioned float64 parameters from sklearn digits: a k-means partition's M-step
+    with reg_covar = 1e-6 * scale^2 (constant pixels within clusters: variances 1e-6)."""
+    X = load_digits().data * scale + offset
+    with threadpool_limits(1):
+        labels = KMeans(k, n_init=1, random_state=0).fit(X).labels_
+    r = numpy_m_step(X, np.eye(k)[labels], ct, 1e-6 * scale**2)
+    return X, r
+
+
+def _e_step_f32_vs_f64(X, r, ct):
+    with jax.enable_x64(True):
+        p64 = gmm_jax.params_from_covariances(r["weights"], r["means"], r["covariances"], ct)
+        p32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), p64)
+        # reference: float64 arithmetic on exactly the float32 parameters and data
+        ref = float(gmm_jax.e_step(jax.tree.map(lambda a: a.astype(jnp.float64), p32),
+                                   jnp.asarray(X.astype(np.float32), jnp.float64),
+                                   method="whitened")[1])
+    got = {m: float(gmm_jax.e_step(p32, jnp.asarray(X, jnp.float32), method=m)[1])
+           for m in ("auto", "whitened", "expanded64")}
+    bound = float(estep.fast_error_bound(p32._replace(
+        means=p32.means - gmm_jax.em.default_shift(p32))))
+    return ref, got, bound
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_float32_e_step_is_within_1e5_of_float64_on_digits(ct):
+    """The default float32 E-step on ill-conditioned parameters (digits, reg_covar=1e-6)."""
+    X, r = _digits_params(ct, 12)
+    ref, got, bound = _e_step_f32_vs_f64(X, r, ct)
+    tol = 1e-5 * max(1.0, abs(ref))
+    for method, ll in got.items():
+        assert abs(ll - ref) <= tol, (method, ll, ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+@pytest.mark.parametrize("k", [4, 32])
+@pytest.mark.parametrize("variant", [(1.0, 0.0), (1.0, 1e4), (1e-4, 0.0), (1e4, 0.0)])
+def test_float32_e_step_accuracy_grid(ct, k, variant):
+    scale, offset = variant
+    X, r = _digits_params(ct, k, scale, offset)
+    ref, got, _ = _e_step_f32_vs_f64(X, r, ct)
+    for method, ll in got.items():
+        assert abs(ll - ref) <= 1e-5 * max(1.0, abs(ref)), (method, ll, ref)
+
+
+@pytest.mark.parametrize("ct", ["full", "diag"])
+def test_error_bound_holds_and_chooses_the_exact_form_where_needed(ct):
+    """The bound exceeds the fast form's real float32 error, rejects it on digits (where its
+    error is far above 1e-5) and accepts it on well-conditioned data."""
+    X, r = _digits_params(ct, 12)
+    with jax.enable_x64(True):
+        p64 = gmm_jax.params_from_covariances(r["weights"], r["means"], r["covariances"], ct)
+        ref = float(gmm_jax.e_step(p64, jnp.asarray(X), method="whitened")[1])
+    p32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), p64)
+    fast = float(gmm_jax.e_step(p32, jnp.asarray(X, jnp.float32), method="fast")[1])
+    shift = gmm_jax.em.default_shift(p32)
+    bound = float(estep.fast_error_bound(p32._replace(means=p32.means - shift)))
+    err = abs(fast - ref)
+    assert err > 1e-5 * abs(ref)  # the expansion really fails here ...
+    assert bound >= err  # ... and the bound says so
+    assert not bool(estep.fast_is_safe(jnp.float32(bound), jnp.float32(ref)))
+    # well separated blobs: the fast form is accurate and allowed
+    Xb = blobs(n=400, d=6, k=4, seed=6)
+    labels = np.arange(400) % 4
+    rb = numpy_m_step(Xb, np.eye(4)[labels], ct, 1e-6)
+    with jax.enable_x64(True):
+        pb64 = gmm_jax.params_from_covariances(rb["weights"], rb["means"], rb["covariances"], ct)
+        refb = float(gmm_jax.e_step(pb64, jnp.asarray(Xb), method="whitened")[1])
+    pb = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), pb64)
+    fastb = float(gmm_jax.e_step(pb, jnp.asarray(Xb, jnp.float32), method="fast")[1])
+    sb = gmm_jax.em.default_shift(pb)
+    boundb = float(estep.fast_error_bound(pb._replace(means=pb.means - sb)))
+    assert abs(fastb - refb) <= boundb
+    assert bool(estep.fast_is_safe(jnp.float32(boundb), jnp.float32(refb)))
+
+
+def test_float64_inner_kernel_runs_without_global_x64():
+    """The expanded64 kernel builds float64 arithmetic inside a float32 program."""
+    assert not jax.config.jax_enable_x64
+    _, _, _, p = _params("diag", dtype=np.float32)
+    X = jnp.asarray(blobs(n=30, seed=7), jnp.float32)
+    stats, ll = jax.jit(lambda p, X: gmm_jax.e_step(p, X, method="expanded64"))(p, X)
+    assert stats.Sk.dtype == jnp.float32 and ll.dtype == jnp.float32
+    ref_stats, ref_ll = gmm_jax.e_step(p, X, method="whitened")
+    np.testing.assert_allclose(ll, ref_ll, rtol=1e-6)
+    np.testing.assert_allclose(stats.Sk, ref_stats.Sk, rtol=1e-5, atol=1e-5)
+
+
+def test_method_is_checked():
+    _, _, _, p = _params("diag", dtype=np.float32)
+    with pytest.raises(ValueError, match="method must be one of"):
+        gmm_jax.e_step(p, jnp.zeros((4, 3)), method="natural")
+    with pytest.raises(ValueError, match="assignment"):
+        gmm_jax.e_step(p, jnp.zeros((4, 3)), assignment="fuzzy")
