@@ -239,6 +239,86 @@ def class_order(y_true, pred, K):
     return cols[np.argsort(rows)]
 
 
+def warm_start_study(name, d, seeds, args, info, out):
+    """Which label-free rule should pick the warm start among EM restarts on the codes?
+
+    Per seed: the recipe's autoencoder warm-up (same keys as ``fit_gmvae``), then ``n_init``
+    EM fits on the codes, each refined with weights 1/K. Reported: the test accuracy of the
+    restart each rule picks (free-weight likelihood, as ``gmm_jax.fit`` picks; likelihood with
+    weights 1/K, the recipe's rule; most balanced clusters), their mean, and the best restart
+    (an oracle that reads labels, shown only as the ceiling). No ELBO phase.
+    """
+    from vae_jax.gmvae import _epochs_for, _equal_weight_em
+    from vae_jax.train import evaluate, train
+
+    X_tr, _, X_te, y_te = d[:4]
+    fit_kw = dict(RECIPE, **args.fit_kw)
+    n_init = fit_kw["n_init"]
+    if args.quick:
+        fit_kw["pretrain_steps"], n_init = 50, 3
+    rows = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        m = GMVAE(X_tr.shape[1], 10, **args.model_kw, rngs=nnx.Rngs(seed))
+        k_pre, k_em, _ = jax.random.split(jax.random.key(seed), 3)   # as fit_gmvae, restart 0
+        m.pretraining, m.pretrain_noise = True, fit_kw["pretrain_noise"]
+        train(m, X_tr, epochs=_epochs_for(fit_kw["pretrain_steps"], X_tr.shape[0],
+                                          fit_kw["batch_size"]),
+              batch_size=fit_kw["batch_size"], learning_rate=fit_kw["learning_rate"], key=k_pre,
+              progress=args.progress)
+        m.pretraining = False
+        Z = evaluate(m, X_tr, k_em, method="latent_mean")
+        Zt = evaluate(m, X_te, k_em, method="latent_mean")
+        cov = "full" if m.prior_covariance == "full" else "diag"
+        res = []
+        for k in jax.random.split(k_em, n_init):
+            p = gmm_jax.fit(k, Z, 10, covariance_type=cov, n_init=1, max_iter=200,
+                            reg_covar=1e-4).params
+            free_ll = float(jnp.mean(gmm_jax.log_likelihood(p, Z)))
+            q, _ = _equal_weight_em(p, Z, 1e-4, n_iter=100)
+            unif_ll = float(jnp.mean(gmm_jax.log_likelihood(q, Z)))
+            frac = np.bincount(np.asarray(gmm_jax.predict(q, Z)), minlength=10) / Z.shape[0]
+            kl = float(np.sum(np.where(frac > 0, frac * np.log(np.maximum(frac, 1e-300) * 10),
+                                       0.0)))
+            res.append(dict(free_ll=free_ll, unif_ll=unif_ll, kl=kl,
+                            acc_free=scores(y_te, gmm_jax.predict(p, Zt))["acc"],
+                            acc_refined=scores(y_te, gmm_jax.predict(q, Zt))["acc"]))
+        pick = dict(
+            free_likelihood=res[int(np.argmax([r["free_ll"] for r in res]))]["acc_free"],
+            uniform_likelihood=res[int(np.argmax([r["unif_ll"] for r in res]))]["acc_refined"],
+            balance=res[int(np.argmin([r["kl"] for r in res]))]["acc_refined"],
+            mean_restart=float(np.mean([r["acc_free"] for r in res])),
+            oracle_best=float(max(r["acc_free"] for r in res)))
+        rows.append(dict(seed=seed, picks=pick, restarts=res, wall_s=time.perf_counter() - t0))
+        print(f"{name} warm-start seed {seed}: " + " ".join(f"{k} {v:.3f}" for k, v in
+                                                           pick.items()), flush=True)
+    stem = f"clustering_{name}_warm_start{args.tag}"
+    info = dict(info, loadavg_now=list(os.getloadavg()))
+    meta = dict(dataset=name, data=d[5], seeds=list(seeds), n_init=n_init,
+                recipe={k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()},
+                overrides=dict(**args.model_kw, **args.fit_kw), machine=info,
+                command=" ".join(["python", "benchmarks/bench_clustering.py", *args.argv]))
+    (out / f"{stem}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    keys = list(rows[0]["picks"])
+    lines = [f"### {name}: warm start chosen among {n_init} EM restarts on the autoencoder "
+             "codes (test accuracy %, no ELBO phase)", "",
+             f"{info['cpu']}, {info['cpu_count']} cores, JAX {info['jax']}, {info['date_utc']} "
+             f"UTC, load {info['loadavg_start'][0]:.1f} at start, "
+             f"{info['loadavg_now'][0]:.1f} at the end.", "",
+             "| seed | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for r in rows:
+        lines.append(f"| {r['seed']} | " + " | ".join(f"{100 * r['picks'][k]:.1f}" for k in keys)
+                     + " |")
+    lines.append("| mean | " + " | ".join(f"{100 * np.mean([r['picks'][k] for r in rows]):.1f}"
+                                         for k in keys) + " |")
+    lines += ["", "free_likelihood: the restart gmm_jax.fit would keep; uniform_likelihood: the "
+              "recipe's rule (likelihood with weights 1/K after equal-weight EM); balance: "
+              "smallest KL(cluster proportions || 1/K); oracle_best reads the test labels.", "",
+              f"Command: `{meta['command']}`", ""]
+    (out / f"{stem}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def _pm(values, scale=1.0, digits=1):
     v = np.asarray(values, float) * scale
     return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
@@ -306,6 +386,8 @@ def main(argv=None):
     p.add_argument("--fashion-train", type=int, default=0, help="subsample size (0 = all)")
     p.add_argument("--fashion-test", type=int, default=0, help="subsample size (0 = all)")
     p.add_argument("--quick", action="store_true", help="tiny budgets, 1 seed (smoke test)")
+    p.add_argument("--study", choices=["warm-start"], default=None,
+                   help="instead of the methods: compare the warm-start selection rules")
     p.add_argument("--no-grid", action="store_true", help="skip the sample-grid PNGs")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -329,6 +411,10 @@ def main(argv=None):
                 p.error(f"unknown method {m}")
         cfg = dict(CONFIG[name])
         d = load(name, args)
+        if args.study == "warm-start":
+            warm_start_study(name, d, range(args.first_seed, args.first_seed + seeds), args,
+                             info, out)
+            continue
         results = {}
         for method in methods:
             runs = []

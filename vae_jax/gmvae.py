@@ -539,13 +539,13 @@ def fit_latent_mixture(Z, n_components: int, key: Array, *, covariance_type: str
     2. Each is refined by ``refine_iter`` EM iterations with the weights held at ``1/K``
        (:func:`_equal_weight_em`): the GMVAE's prior has ``p(c) = 1/K``, so this is the
        maximum-likelihood fit in the family the prior can represent.
-    3. The restart whose hard assignments are closest to the prior's uniform proportions
-       (smallest ``KL(n_k / N || 1/K)``) is kept. Every candidate is a local maximum of the
-       likelihood; on autoencoder codes they differ mostly in whether one component spans two
-       classes while two components share another, which the likelihood barely distinguishes
-       (differences of ~0.01 nats per point) and this term of the ELBO's decomposition,
-       ``E KL(q(c|x) || p(c)) = I(x; c) + KL(q(c) || p(c))`` (Hoffman & Johnson 2016), does.
-       No labels are used.
+    3. The restart with the highest log-likelihood *with weights 1/K* is kept: the likelihood
+       of the model the prior will actually be. (Choosing by the free-weight likelihood, as
+       ``gmm_jax.fit`` does, favours a component that spans two classes, since its larger
+       weight pays for its width.) No labels are used.
+
+    The restarts' cluster proportions are reported as ``KL(n_k / N || 1/K)`` (a diagnostic:
+    a merged class shows up as one component holding about twice its share).
 
     Args:
         Z: (N, X) codes.
@@ -558,7 +558,7 @@ def fit_latent_mixture(Z, n_components: int, key: Array, *, covariance_type: str
         reg_covar: added to the covariance diagonals.
 
     Returns:
-        :class:`WarmStart`.
+        :class:`WarmStart` (its ``params`` have weights ``1/K``).
 
     Example:
         >>> import jax, numpy as np
@@ -573,12 +573,14 @@ def fit_latent_mixture(Z, n_components: int, key: Array, *, covariance_type: str
     n_init = validation.check_int(n_init, "n_init")
     refine_iter = validation.check_int(refine_iter, "refine_iter", minimum=0)
     fits, lls, kls = [], [], []
+    uniform = jnp.full((K,), 1.0 / K, jnp.float32)
     for k in jax.random.split(validation.check_key(key), n_init):
         res = gmm_jax.fit(k, Z, K, covariance_type=covariance_type, n_init=1,
                           max_iter=max_iter, reg_covar=reg_covar)
         params = res.params
         if refine_iter:
             params, _ = _equal_weight_em(params, Z, reg_covar, n_iter=refine_iter)
+        params = params._replace(weights=uniform.astype(params.weights.dtype))
         sizes = np.bincount(np.asarray(gmm_jax.predict(params, Z)), minlength=K)
         frac = sizes / sizes.sum()
         kls.append(float(np.sum(np.where(frac > 0, frac * np.log(np.maximum(frac, 1e-300) * K),
@@ -590,7 +592,7 @@ def fit_latent_mixture(Z, n_components: int, key: Array, *, covariance_type: str
     if not finite.any():
         raise FloatingPointError("every EM restart on the latent codes gave a non-finite "
                                  "log-likelihood")
-    chosen = int(np.argmin(np.where(finite, kls_a, np.inf)))
+    chosen = int(np.argmax(np.where(finite, lls_a, -np.inf)))
     params, sizes = fits[chosen]
     return WarmStart(params, lls[chosen], sizes, lls_a, kls_a, chosen)
 
@@ -735,7 +737,7 @@ def fit_gmvae(
        the decoder reconstructs the clean ``y`` from the encoder mean.
     2. :func:`init_prior_from_latents`: ``n_init`` EM fits (``gmm_jax.fit``, the prior's
        covariance type) to the codes ``E q(x|y)``, each refined with the weights held at
-       ``1/K``; the one whose clusters best match the uniform ``p(c)`` starts the prior
+       ``1/K``; the likeliest with weights ``1/K`` starts the prior
        (:func:`fit_latent_mixture`).
     3. About ``steps`` steps of ELBO training (Adam with cosine decay of the learning rate
        to 10%).
@@ -757,7 +759,7 @@ def fit_gmvae(
         batch_size, learning_rate: Adam schedule of both phases.
         pretrain_noise: std of the Gaussian input noise of the warm-up autoencoder.
         n_init: EM restarts of the warm start (:func:`fit_latent_mixture`: refined with
-            uniform weights, the most balanced one kept).
+            uniform weights, the likeliest with uniform weights kept).
         n_restarts: independent runs of the whole recipe (chosen by training ELBO).
         X_val: optional validation data (its ELBO, or the autoencoder's reconstruction
             log-likelihood during the warm-up, is recorded each epoch; not used to choose).

@@ -346,17 +346,18 @@ def test_one_recipe_the_defaults_the_example_and_the_benchmark_use():
             assert not overridden, (where, overridden)
 
 
-def test_warm_start_refines_with_uniform_weights_and_keeps_the_most_balanced_restart(
+def test_warm_start_refines_with_uniform_weights_and_keeps_the_likeliest_with_them(
         monkeypatch):
     """fit_latent_mixture: equal-weight EM keeps the weights at 1/K and never lowers the
-    likelihood; of the restarts, the one whose cluster proportions are closest to 1/K is kept,
-    even when another restart has the higher likelihood."""
+    likelihood; of the restarts, the one with the highest likelihood *with weights 1/K* is
+    kept, even when another restart is likelier with its own (free) weights."""
     from vae_jax import gmvae
     from vae_jax.gmvae import _equal_weight_em, fit_latent_mixture
 
     rng = np.random.default_rng(0)
-    Z = np.concatenate([rng.normal(c, 0.5, (n, 2)) for c, n in
-                        (([0, 0], 200), ([8, 0], 200), ([0, 3], 100), ([8, 3], 100))])
+    # two overlapping groups (A, B) and one two-lobed group (C1, C2)
+    Z = np.concatenate([rng.normal([0, 0], 1.0, (200, 2)), rng.normal([1, 0], 1.0, (200, 2)),
+                        rng.normal([0, 10], 0.7, (100, 2)), rng.normal([2.5, 10], 0.7, (100, 2))])
     Z = jnp.asarray(Z, jnp.float32)
     res = gmm_jax.fit(jax.random.key(0), Z, 3, covariance_type="full", n_init=1)
     refined, lls = _equal_weight_em(res.params, Z, 1e-4, n_iter=30)
@@ -364,26 +365,48 @@ def test_warm_start_refines_with_uniform_weights_and_keeps_the_most_balanced_res
     assert np.all(np.diff(_np(lls)) > -1e-4), lls          # EM with fixed weights is monotone
     assert _np(lls)[-1] > _np(lls)[0]
 
-    # Two candidate mixtures: "merged" (the close blobs 1 and 3 in one component: 300/200/100)
-    # fits better, "balanced" (the far blobs 3 and 4 together: 200/200/200) matches
-    # p(c) = 1/K. The balanced one must be kept.
     def mixture(groups):
-        lab = np.repeat(np.arange(4), [200, 200, 100, 100])
-        comp = np.asarray(groups)[lab]
+        comp = np.asarray(groups)[np.repeat(np.arange(4), [200, 200, 100, 100])]
         Zn = np.asarray(Z)
         means = np.stack([Zn[comp == k].mean(0) for k in range(3)])
         covs = np.stack([np.cov(Zn[comp == k].T) + 1e-3 * np.eye(2) for k in range(3)])
-        w = np.bincount(comp) / len(comp)
-        return gmm_jax.params_from_covariances(jnp.asarray(w, jnp.float32),
-                                               jnp.asarray(means, jnp.float32),
-                                               jnp.asarray(covs, jnp.float32), "full")
+        return gmm_jax.params_from_covariances(
+            jnp.asarray(np.bincount(comp) / len(comp), jnp.float32),
+            jnp.asarray(means, jnp.float32), jnp.asarray(covs, jnp.float32), "full")
 
-    candidates = [mixture([0, 1, 0, 2]), mixture([0, 1, 2, 2])]   # merged first, balanced second
+    # "merged": A+B in one component (weight 2/3), C split in two (1/6 each); "balanced":
+    # A, B, C (1/3 each). The free weights favour the merged one, uniform weights do not.
+    candidates = [mixture([0, 0, 1, 2]), mixture([0, 1, 2, 2])]
+
+    def ll(p, w=None):
+        p = p if w is None else p._replace(weights=jnp.full(3, w, jnp.float32))
+        return float(jnp.mean(gmm_jax.log_likelihood(p, Z)))
+
+    assert ll(candidates[0]) > ll(candidates[1]) + 0.03          # free weights: merged
     calls = iter(candidates)
     monkeypatch.setattr(gmvae.gmm_jax, "fit",
                         lambda *a, **k: types.SimpleNamespace(params=next(calls)))
     ws = fit_latent_mixture(Z, 3, jax.random.key(1), n_init=2, refine_iter=0)
-    assert ws.restart_log_likelihoods[0] > ws.restart_log_likelihoods[1]     # merged fits better
-    assert ws.restart_kl_to_uniform[1] < 1e-3 < ws.restart_kl_to_uniform[0]
-    assert ws.chosen == 1 and np.all(np.abs(ws.cluster_sizes - 200) <= 3), ws.cluster_sizes
-    np.testing.assert_allclose(ws.log_likelihood, ws.restart_log_likelihoods[1])
+    np.testing.assert_allclose(ws.restart_log_likelihoods,
+                               [ll(c, 1 / 3) for c in candidates], rtol=1e-5)
+    assert ws.chosen == 1 and ws.log_likelihood == ws.restart_log_likelihoods[1]
+    np.testing.assert_allclose(_np(ws.params.weights), 1 / 3, rtol=1e-6)
+    frac = ws.cluster_sizes / ws.cluster_sizes.sum()
+    np.testing.assert_allclose(np.sum(frac * np.log(frac * 3)), ws.restart_kl_to_uniform[1],
+                               rtol=1e-5)
+    # Balance is reported, not chosen by: two groups of 400 and 200; a restart that cuts the
+    # 400 group (350/250 assigned) is more balanced but far less likely, and is not kept.
+    Z2 = jnp.asarray(np.concatenate([rng.normal([0, 0], 1.0, (400, 2)),
+                                     rng.normal([8, 0], 1.0, (200, 2))]), jnp.float32)
+
+    def two(comp):
+        Zn = np.asarray(Z2)
+        return gmm_jax.params_from_covariances(
+            jnp.full(2, 0.5), jnp.asarray(np.stack([Zn[comp == k].mean(0) for k in (0, 1)])),
+            jnp.asarray(np.stack([np.cov(Zn[comp == k].T) for k in (0, 1)])), "full")
+
+    cut = (np.asarray(Z2)[:, 0] > np.sort(np.asarray(Z2)[:, 0])[299]).astype(int)
+    calls = iter([two(cut), two(np.repeat([0, 1], [400, 200]))])
+    ws2 = fit_latent_mixture(Z2, 2, jax.random.key(1), n_init=2, refine_iter=0)
+    assert ws2.restart_kl_to_uniform[0] < ws2.restart_kl_to_uniform[1]
+    assert ws2.chosen == 1 and sorted(ws2.cluster_sizes.tolist()) == [200, 400]
