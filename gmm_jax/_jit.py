@@ -11,11 +11,34 @@ created).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 
 import jax
 
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+_STATE = threading.local()
+
+
+def in_user_transform() -> bool:
+    """Whether a gmm_jax program is being traced inside the caller's jit/vmap/grad.
+
+    Kernels that switch JAX's float64 mode locally (``gmm_jax.estep``'s expanded64 form) are
+    only safe when gmm_jax owns the whole trace: the caller's transforms may re-trace them
+    later, outside the local switch.
+    """
+    return getattr(_STATE, "nested", 0) > 0
+
+
+@contextlib.contextmanager
+def _nested():
+    _STATE.nested = getattr(_STATE, "nested", 0) + 1
+    try:
+        yield
+    finally:
+        _STATE.nested -= 1
 
 
 class cpu_tuned_jit:  # noqa: N801 - used like jax.jit
@@ -25,12 +48,19 @@ class cpu_tuned_jit:  # noqa: N801 - used like jax.jit
         self._fun = fun
         self._kwargs = kwargs
         self._jitted = None
+        self._nested = None
         if fun is not None:
             functools.update_wrapper(self, fun)
 
     def __call__(self, *args, **kwargs):
         if self._fun is None:  # used as @cpu_tuned_jit(static_argnames=...)
             return cpu_tuned_jit(args[0], **self._kwargs)
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+            # inside the caller's jit/vmap/grad: compiler options belong to the outer program
+            if self._nested is None:
+                self._nested = jax.jit(self._fun, **self._kwargs)
+            with _nested():
+                return self._nested(*args, **kwargs)
         return self.jitted(*args, **kwargs)
 
     @property

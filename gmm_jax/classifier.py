@@ -161,7 +161,8 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
         None if eigenvalue_floor is None else jnp.asarray(eigenvalue_floor, dtype), n_active,
         n_components=k_max, covariance_type=covariance_type, max_iter=max_iter, init=init,
         loop="while", chunk_size=auto_chunk(n_max, k_max, d, n_init), assignment="soft",
-        method=method, cache_bytes=FEATURE_CACHE_BYTES)  # classes differ in K: no compaction
+        method=method, cache_bytes=FEATURE_CACHE_BYTES,  # classes differ in K: no compaction
+        exact_kernel=estep.exact_kernel(covariance_type))
     lb = np.asarray(out["lower_bound"])
     best = jnp.asarray(_best_restarts(lb, 1, n_init)[:, 0])  # (G,)
     params = jax.tree.map(lambda a: a[jnp.arange(g), best], out["params"])

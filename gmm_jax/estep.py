@@ -38,6 +38,7 @@ import numpy as np
 
 from gmm_jax import covariance as cov
 from gmm_jax import natural
+from gmm_jax._jit import in_user_transform
 from gmm_jax.chunking import sum_over_chunks
 from gmm_jax.types import GMMParams, SuffStats
 
@@ -213,9 +214,15 @@ def bank_exact_moments(params: GMMParams, Y: Array, w: Array, labels: Array | No
 
 def exact_kernel(covariance_type: str) -> str:
     """Which exact kernel runs: ``"expanded64"`` on CPU for types with features, else
-    ``"whitened"`` (decided when tracing; ``EXACT_KERNEL`` overrides it)."""
+    ``"whitened"`` (decided when tracing; ``EXACT_KERNEL`` overrides it).
+
+    Inside the caller's own transforms the whitened kernel runs: the expanded64 kernel
+    switches float64 on locally, which is only safe when gmm_jax owns the whole trace.
+    """
     if EXACT_KERNEL != "auto":
         choice = EXACT_KERNEL
+    elif in_user_transform():
+        choice = "whitened"
     else:
         choice = "expanded64" if jax.default_backend() == "cpu" else "whitened"
     if choice == "expanded64" and not has_features(covariance_type):

@@ -83,6 +83,9 @@ class BankConfig(NamedTuple):
     #: static number of active components of each model of a group (None: all K slots may be
     #: active); the E-step then works on those components only
     active_counts: tuple | None = None
+    #: the exact E-step kernel ("whitened" or "expanded64"), fixed when the program is traced
+    #: (part of the static configuration, so no cached trace of one kernel serves the other)
+    exact_kernel: str = "whitened"
 
     def cols(self):
         if self.active_counts is None:
@@ -121,7 +124,8 @@ def _stats_fn(config: BankConfig, data: dict, groups: int):
     )
 
     def per_group(p, y, wt, lab, ph, form):
-        moments = estep.bank_moments(p, y, wt, lab, form=form, assignment=config.assignment,
+        kernel = config.exact_kernel if form == "exact" else form
+        moments = estep.bank_moments(p, y, wt, lab, form=kernel, assignment=config.assignment,
                                      chunk_size=config.chunk_size,
                                      phi=ph if form == "fast" else None, cols=config.cols())
         stats, sum_ll = estep.wrap_stats(p, moments, form)
@@ -289,10 +293,11 @@ def best_restart(lower_bound: Array) -> Array:
 # ------------------------------------------------------------------------------- fit program
 @cpu_tuned_jit(static_argnames=("n_components", "covariance_type", "max_iter", "n_init",
                                    "init", "loop", "chunk_size", "assignment", "method",
-                                   "cache_bytes", "callback"))
+                                   "cache_bytes", "callback", "exact_kernel"))
 def _fit_program(key, X, w, labels, tol, reg_covar, floor, n_active, weights_init, means_init,
                  precisions_init, *, n_components, covariance_type, max_iter, n_init, init, loop,
-                 chunk_size, assignment, method, cache_bytes, callback):
+                 chunk_size, assignment, method, cache_bytes, callback,
+                 exact_kernel="whitened"):
     n = X.shape[0]
     total = n if chunk_size >= n else n_chunks(n, chunk_size) * chunk_size
     shift = (w @ X) / jnp.sum(w)
@@ -301,7 +306,7 @@ def _fit_program(key, X, w, labels, tol, reg_covar, floor, n_active, weights_ini
     lab = None if labels is None else jnp.pad(labels, (0, total - n), constant_values=-1)
     m_init = None if means_init is None else means_init - shift
     config = BankConfig(n_components, covariance_type, max_iter, loop, assignment, method,
-                        chunk_size, callback)
+                        chunk_size, callback, None, exact_kernel)
     keys = restart_keys(key, n_init)[None]
     na = jnp.broadcast_to(jnp.asarray(n_active, jnp.int32), (1, n_init))
     out = bank_fit(keys, Y, wp, lab, tol, reg_covar, floor, na,
@@ -464,6 +469,10 @@ def fit(
             raise ValueError(f"sample_weight leaves {n_pos} samples with positive weight, fewer "
                              f"than n_components={n_active}.")
     concrete = not validation.is_traced(X, sw, lab)
+    traced_any = validation.is_traced(key, X, sw, lab, tol, reg_covar, eigenvalue_floor,
+                                      n_active, w_init, m_init, p_init)
+    # the float64-accumulating exact kernel only when gmm_jax owns the whole trace
+    kernel = "whitened" if traced_any else estep.exact_kernel(covariance_type)
     if concrete and pad_rows:
         n_pad = row_bucket(n)
         if n_pad > n:
@@ -487,6 +496,7 @@ def fit(
         n_components=k_slots, covariance_type=covariance_type, max_iter=max_iter,
         n_init=n_init, init=init, loop=loop, chunk_size=chunk_size, assignment=assignment,
         method=method, cache_bytes=int(feature_cache_bytes), callback=callback,
+        exact_kernel=kernel,
     )
     if debug:
         if validation.is_traced(result.history):
@@ -499,10 +509,10 @@ def fit(
 # --------------------------------------------------------------------------- bank programs
 @cpu_tuned_jit(static_argnames=("n_components", "covariance_type", "max_iter", "init", "loop",
                                    "chunk_size", "assignment", "method", "cache_bytes",
-                                   "active_counts"))
+                                   "active_counts", "exact_kernel"))
 def bank_program(keys, X, w, score_w, labels, tol, reg_covar, floor, n_active, *, n_components,
                  covariance_type, max_iter, init, loop, chunk_size, assignment, method,
-                 cache_bytes, active_counts=None):
+                 cache_bytes, active_counts=None, exact_kernel="whitened"):
     """One compiled program for a bank of G x M fits (sweeps, cross-validation, classifiers).
 
     Args:
@@ -516,6 +526,7 @@ def bank_program(keys, X, w, score_w, labels, tol, reg_covar, floor, n_active, *
         n_active: (G, M) active components per model (<= ``n_components`` slots).
         active_counts: static (M,) tuple, the largest ``n_active`` of each member over the
             groups: the E-step skips the slots beyond it.
+        exact_kernel: static name of the exact E-step kernel (``estep.exact_kernel``).
 
     Returns:
         dict: params (G, M, ...) in data coordinates, lower_bound, history, n_iter, converged,
@@ -544,7 +555,7 @@ def bank_program(keys, X, w, score_w, labels, tol, reg_covar, floor, n_active, *
     lab = None if labels is None else jnp.pad(
         labels, ((0, 0),) * (labels.ndim - 1) + ((0, total - n),), constant_values=-1)
     config = BankConfig(n_components, covariance_type, max_iter, loop, assignment, method,
-                        chunk_size, None, active_counts)
+                        chunk_size, None, active_counts, exact_kernel)
     out = bank_fit(keys, Y, wp, lab, tol, reg_covar, floor, n_active, (None, None, None),
                    config=config, init=init, cache_bytes=cache_bytes)
     g, m = keys.shape
