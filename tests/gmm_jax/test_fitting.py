@@ -174,7 +174,7 @@ def test_padded_rows_equal_unpadded_and_share_one_program(x64):
 @pytest.mark.parametrize("init", ["kmeans", "k-means++", "random", "random_from_data", "lbg"])
 def test_every_initialisation_ignores_padding_rows(x64, init):
     X = blobs(n=61, seed=5)
-    kw = dict(covariance_type="spherical", init=init, max_iter=1, tol=0.0)
+    kw = dict(covariance_type="spherical", init=init, max_iter=MAX_ITER, tol=0.0)
     padded = gmm_jax.fit(1, X, 3, **kw)
     plain = gmm_jax.fit(1, X, 3, pad_rows=False, **kw)
     assert_params_close(padded.params, plain.params, rtol=1e-10, atol=1e-12)

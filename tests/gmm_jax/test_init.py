@@ -70,11 +70,49 @@ def test_unknown_init_is_rejected():
         gmm_jax.fit(0, np.zeros((10, 2)), 2, init="bogus")
 
 
-@pytest.mark.slow
+@partial(jax.jit, static_argnames=("init", "k"))
+def _resp_general(key, X, w, n_active, *, init, k):
+    return gi.initial_responsibilities(key, X, k, init, sample_weight=w, n_active=n_active)
+
+
+@pytest.mark.parametrize("init", gi.INIT_METHODS)
+def test_initial_responsibilities_ignore_padding_rows_and_masked_slots(init):
+    """Rows of weight zero are never picked or counted, and K active of 5 slots gives the K
+    columns of the unpadded call (per-row and per-slot random draws)."""
+    X = three_blobs()
+    key = jax.random.key(2)
+    plain = np.asarray(_resp_general(key, X, jnp.ones(N), K, init=init, k=K))
+    # 4 padding rows far away, weight zero; 2 masked slots
+    Xp = jnp.concatenate([X, jnp.full((4, D), 1e3, X.dtype)])
+    wp = jnp.concatenate([jnp.ones(N), jnp.zeros(4)])
+    padded = np.asarray(_resp_general(key, Xp, wp, K, init=init, k=K + 2))
+    np.testing.assert_allclose(padded[:N, :K], plain, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(padded[:, K:], 0.0)
+    if init in ("k-means++", "random_from_data"):  # seeds are never padding rows
+        np.testing.assert_array_equal(padded[N:], 0.0)
+
+
+def test_weighted_kmeans_plusplus_never_seeds_on_zero_weight_rows():
+    X = three_blobs()
+    w = jnp.where(jnp.arange(N) < 40, 1.0, 0.0)  # the third blob has weight zero
+    for s in range(5):
+        _, idx = jax.jit(lambda k: gi.km.kmeans_plusplus(k, X, K, sample_weight=w))(
+            jax.random.key(s))
+        assert np.all(np.asarray(idx) < 40)
+
+
 @pytest.mark.parametrize("init", gi.INIT_METHODS)
 def test_every_init_leads_to_a_good_fit(init):
-    X = np.asarray(three_blobs())
-    res = gmm_jax.fit(0, X, K, init=init, n_init=2, covariance_type="spherical")
-    assert np.all(np.isfinite(res.params.means))
-    means = np.sort(np.asarray(res.params.means)[:, 0])
-    np.testing.assert_allclose(means, [-8.0, 0.0, 8.0], atol=1.5)
+    """Shares the programs of tests/gmm_jax/test_fitting.py (spherical, 61 rows in the 64-row
+    bucket, 3 components, MAX_ITER iterations)."""
+    from tests.gmm_jax.helpers import MAX_ITER
+
+    rng = np.random.default_rng(1)
+    centres = np.array([[-8.0, 0.0, 0.0], [0.0, 8.0, 0.0], [8.0, 0.0, 0.0]])
+    X = centres[np.arange(61) % 3] + rng.normal(size=(61, 3))
+    with jax.enable_x64(True):
+        res = gmm_jax.fit(1, X, 3, covariance_type="spherical", init=init, max_iter=MAX_ITER,
+                          tol=0.0)
+    means = np.asarray(res.params.means)
+    means = means[np.argsort(means[:, 0] + 0.1 * means[:, 1])]
+    np.testing.assert_allclose(means, centres[[0, 1, 2]], atol=0.6)

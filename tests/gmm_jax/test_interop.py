@@ -18,7 +18,8 @@ def _params(ct):
     a = rng.normal(size=(2, 2, 2))
     covs = {"full": a @ np.swapaxes(a, 1, 2) + 0.5 * np.eye(2), "tied": np.array([[2.0, 0.3],
             [0.3, 1.0]]), "diag": np.array([[0.5, 2.0], [1.0, 0.3]]),
-            "spherical": np.array([0.5, 2.0])}[ct]
+            "spherical": np.array([0.5, 2.0]), "tied_diag": np.array([0.5, 2.0]),
+            "tied_spherical": np.array(0.8)}[ct]
     return gmm_jax.params_from_covariances(jnp.array([0.4, 0.6]), jnp.array([[-2.0, 0.0],
                                            [2.0, 1.0]]), jnp.asarray(covs, jnp.float32), ct)
 

@@ -140,3 +140,17 @@ def test_kmeans_rejects_bad_input():
         gmm_jax.kmeans(jax.random.key(0), X[:3], 4)
     with pytest.raises(ValueError):
         gmm_jax.kmeans(jax.random.key(0), X, 2, init="bogus")
+
+
+def test_integer_sample_weights_equal_repeated_rows():
+    """Weighted Lloyd (and LBG seeding, which is deterministic) on integer weights is k-means
+    on the rows repeated that many times."""
+    X, _ = blobs(5, k=3)
+    w = np.random.default_rng(0).integers(1, 4, size=len(X)).astype(np.float32)
+    weighted = gmm_jax.kmeans(jax.random.key(0), X, 3, init="lbg", sample_weight=w)
+    repeated = gmm_jax.kmeans(jax.random.key(0), np.repeat(X, w.astype(int), axis=0), 3,
+                              init="lbg")
+    np.testing.assert_allclose(weighted.centers, repeated.centers, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(float(weighted.inertia), float(repeated.inertia), rtol=1e-4)
+    with pytest.raises(ValueError, match="sample_weight"):
+        gmm_jax.kmeans(jax.random.key(0), X, 3, sample_weight=-w)

@@ -1,4 +1,4 @@
-"""sample / sample_component: moments and labels for all four covariance types."""
+"""sample / sample_component: moments and labels for every covariance type."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +7,7 @@ import pytest
 
 import gmm_jax
 from gmm_jax import COVARIANCE_TYPES
+from tests.gmm_jax.helpers import dense_covariances
 
 K, D = 2, 3
 
@@ -20,14 +21,14 @@ def _params(ct):
         "tied": a @ a.T,
         "diag": jnp.array([[0.5, 1.0, 2.0], [1.5, 0.2, 0.7]]),
         "spherical": jnp.array([0.5, 2.0]),
+        "tied_diag": jnp.array([0.5, 1.0, 2.0]),
+        "tied_spherical": jnp.array(0.7),
     }[ct]
     return gmm_jax.params_from_covariances(weights, means, covs, ct)
 
 
 def _dense_cov(p, k):
-    c = np.asarray(p.covariances)
-    return {"full": lambda: c[k], "tied": lambda: c, "diag": lambda: np.diag(c[k]),
-            "spherical": lambda: c[k] * np.eye(D)}[p.covariance_type]()
+    return dense_covariances(p.covariances, p.covariance_type, K, D)[k]
 
 
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)

@@ -7,6 +7,7 @@ per process) and use small ``max_iter`` where convergence is not the point.
 import pickle
 import warnings
 
+import jax
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -46,7 +47,7 @@ def _blobs(n=120, seed=0):
 X_BLOBS = _blobs()
 
 
-@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
 def test_attributes_shapes_and_parity_with_sklearn(ct):
     gm = GaussianMixture(2, covariance_type=ct, random_state=0).fit(X_BLOBS)
     # same init for scikit-learn: start from our fitted solution, it must stay there.
@@ -56,14 +57,14 @@ def test_attributes_shapes_and_parity_with_sklearn(ct):
         ours, theirs = getattr(gm, name), getattr(sk, name)
         assert ours.shape == theirs.shape, name
         assert ours.dtype == np.float64
-        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-8, err_msg=name)
     assert gm.converged_ is True and gm.n_iter_ >= 1
     assert gm.n_features_in_ == 2
     assert len(gm.lower_bounds_) == gm.n_iter_
-    np.testing.assert_allclose(gm.score_samples(X_BLOBS), sk.score_samples(X_BLOBS), rtol=1e-5)
+    np.testing.assert_allclose(gm.score_samples(X_BLOBS), sk.score_samples(X_BLOBS), rtol=1e-7)
     np.testing.assert_allclose(gm.score(X_BLOBS), gm.lower_bound_, rtol=1e-3)
-    np.testing.assert_allclose(gm.bic(X_BLOBS), sk.bic(X_BLOBS), rtol=1e-6)
-    np.testing.assert_allclose(gm.aic(X_BLOBS), sk.aic(X_BLOBS), rtol=1e-6)
+    np.testing.assert_allclose(gm.bic(X_BLOBS), sk.bic(X_BLOBS), rtol=1e-8)
+    np.testing.assert_allclose(gm.aic(X_BLOBS), sk.aic(X_BLOBS), rtol=1e-8)
     proba = gm.predict_proba(X_BLOBS)
     assert proba.shape == (120, 2)
     np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-12)
@@ -77,8 +78,8 @@ def test_same_init_matches_sklearn_to_high_precision():
     # unit sample weights: same compiled program as the weighted test below
     ours = GaussianMixture(2, **kw).fit(X_BLOBS, sample_weight=np.ones(120))
     sk = SkGaussianMixture(2, **kw).fit(X_BLOBS)
-    np.testing.assert_allclose(ours.means_, sk.means_, rtol=1e-9)
-    np.testing.assert_allclose(ours.covariances_, sk.covariances_, rtol=1e-9)
+    np.testing.assert_allclose(ours.means_, sk.means_, rtol=1e-11)
+    np.testing.assert_allclose(ours.covariances_, sk.covariances_, rtol=1e-11)
     assert ours.n_iter_ == sk.n_iter_
     np.testing.assert_allclose(ours.lower_bound_, sk.lower_bound_, rtol=1e-12)
 
@@ -116,9 +117,16 @@ def test_random_state_semantics():
         np.testing.assert_array_equal(b2.fit(X_BLOBS).means_, g1)  # but reproducible
         rs = GaussianMixture(2, init_params="random", max_iter=3,
                              random_state=np.random.RandomState(0))
-        assert rs.fit(X_BLOBS).means_.shape == (2, 2)
+        r1 = rs.fit(X_BLOBS).means_.copy()
+        r2 = rs.fit(X_BLOBS).means_.copy()
+        assert not np.array_equal(r1, r2)  # RandomState: consumed like a Generator ...
+        rs2 = GaussianMixture(2, init_params="random", max_iter=3,
+                              random_state=np.random.RandomState(0))
+        np.testing.assert_array_equal(rs2.fit(X_BLOBS).means_, r1)  # ... and reproducible
         none = GaussianMixture(2, init_params="random", max_iter=3, random_state=None)
-        assert np.all(np.isfinite(none.fit(X_BLOBS).means_))
+        n1 = none.fit(X_BLOBS).means_.copy()
+        n2 = none.fit(X_BLOBS).means_.copy()
+        assert not np.array_equal(n1, n2)  # None: fresh entropy on every fit
 
 
 def test_clone_get_set_params_pickle():
@@ -133,33 +141,57 @@ def test_clone_get_set_params_pickle():
 
 
 def test_warm_start_continues_from_previous_solution():
-    gm = GaussianMixture(2, warm_start=True, init_params="random", max_iter=3, tol=0.0,
-                         random_state=0)
+    """The second fit starts where the first stopped: its first E-step is at the previous
+    parameters (a cold refit from the initialisation would start lower again), and 2 x 3
+    warm iterations equal 6 iterations in one go."""
+    kw = dict(init_params="random", tol=0.0, random_state=0, n_init=2)
+    gm = GaussianMixture(2, warm_start=True, max_iter=3, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(X_BLOBS)
         lb1 = gm.lower_bound_
+        first_start = gm.lower_bounds_[0]
         gm.fit(X_BLOBS)
-    assert gm.lower_bound_ >= lb1 - 1e-12
-    cold = GaussianMixture(2, init_params="random", max_iter=3, tol=0.0, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        cold.fit(X_BLOBS)
-    np.testing.assert_allclose(cold.lower_bound_, lb1)
+        six = GaussianMixture(2, max_iter=6, **kw).fit(X_BLOBS)
+    assert lb1 > first_start + 1e-3  # the first fit made progress from its start
+    assert gm.lower_bounds_[0] >= lb1 - 1e-12  # the second continues from there
+    np.testing.assert_allclose(gm.lower_bounds_, six.lower_bounds_[3:], rtol=1e-10)
+    np.testing.assert_allclose(gm.means_, six.means_, rtol=1e-9)
     gm.set_params(n_components=3)
     with pytest.raises(ValueError, match="warm_start"):
         gm.fit(X_BLOBS)
 
 
 def test_n_init_keeps_best():
+    """The kept solution is the best restart: the restarts' bounds (from the functional fit
+    with the same key) differ, and the estimator's bound is their maximum, not the minimum."""
+    import gmm_jax
+    from gmm_jax.validation import key_from_random_state
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        many = GaussianMixture(2, init_params="random", max_iter=3, tol=0.0, n_init=3,
+        many = GaussianMixture(3, init_params="random", max_iter=3, tol=0.0, n_init=4,
                                random_state=0).fit(X_BLOBS)
-        singles = [GaussianMixture(2, init_params="random", max_iter=3, tol=0.0,
-                                   random_state=s).fit(X_BLOBS).lower_bound_ for s in range(2)]
-    assert np.isfinite(many.lower_bound_) and many.n_iter_ == 3
-    assert many.lower_bound_ >= min(singles) - 1e-6
+        with jax.enable_x64(True):
+            res = gmm_jax.fit(key_from_random_state(0), X_BLOBS, 3, init="random", max_iter=3,
+                              tol=0.0, n_init=4)
+    lbs = np.asarray(res.restart_log_likelihoods)
+    assert np.ptp(lbs) > 1e-3
+    assert many.lower_bound_ == pytest.approx(lbs.max(), rel=1e-12)
+
+
+@pytest.mark.parametrize("ct", ["tied_diag", "tied_spherical"])
+def test_the_tied_constrained_types_in_the_estimator(ct):
+    import gmm_jax
+
+    gm = GaussianMixture(2, covariance_type=ct, random_state=0, eigenvalue_floor=0.2)
+    gm.fit(X_BLOBS)
+    shape = (2,) if ct == "tied_diag" else ()
+    assert gm.covariances_.shape == shape and gm.precisions_.shape == shape
+    assert np.all(gm.covariances_ >= 0.2)
+    n_par = gmm_jax.n_parameters(2, 2, ct)
+    np.testing.assert_allclose(gm.bic(X_BLOBS), -2 * gm.score(X_BLOBS) * 120
+                               + n_par * np.log(120), rtol=1e-10)
 
 
 def test_fit_predict_equals_fit_then_predict():
@@ -208,6 +240,13 @@ def test_float32_input_is_computed_in_float32():
 
 
 def test_params_property_feeds_functional_api():
+    import gmm_jax
+
     gm = GaussianMixture(2, random_state=0).fit(X_BLOBS)
     p = gm.params_
     assert p.covariance_type == "full" and p.means.shape == (2, 2)
+    with jax.enable_x64(True):
+        np.testing.assert_allclose(gmm_jax.log_likelihood(p, X_BLOBS), gm.score_samples(X_BLOBS),
+                                   rtol=1e-12)
+        np.testing.assert_array_equal(gmm_jax.predict(p, X_BLOBS), gm.predict(X_BLOBS))
+        np.testing.assert_allclose(gmm_jax.bic(p, X_BLOBS), gm.bic(X_BLOBS), rtol=1e-12)

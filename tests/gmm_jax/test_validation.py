@@ -182,7 +182,7 @@ def test_float32_offset_1e4_finite(ct):
     assert np.all(var < 5.0)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, pytest.param(np.float32, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_more_features_than_samples_full(dtype):
     X = np.random.default_rng(3).normal(size=(10, 30)).astype(dtype)
     with warnings.catch_warnings():
