@@ -21,6 +21,7 @@ from gmm_jax.fitting import fit
 from gmm_jax.interop import from_numpyro, to_numpyro  # noqa: E402
 from gmm_jax.io import load, save  # noqa: E402
 from gmm_jax.kmeans import kmeans, kmeans_plusplus
+from gmm_jax.lbg import fit_lbg
 from gmm_jax.sampling import sample, sample_component  # noqa: E402
 from gmm_jax.selection import (  # noqa: E402
     Selection,
@@ -43,6 +44,7 @@ __all__ = [
     "aic",
     "bic",
     "fit_batches",
+    "fit_lbg",
     "fit_classifier",
     "fit_sharded",
     "online_em",

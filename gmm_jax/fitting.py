@@ -29,14 +29,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax import covariance as cov
-from gmm_jax import estep, natural, validation
+from gmm_jax import estep, lbg, natural, validation
 from gmm_jax._jit import cpu_tuned_jit
 from gmm_jax.chunking import n_chunks, pad_rows
 from gmm_jax.em import auto_chunk, check_monotone, em_iterations, stats_from_responsibilities
 from gmm_jax.init import check_init, initial_responsibilities
+from gmm_jax.mstep import m_step
 from gmm_jax.types import FitResult, GMMParams
 
 Array = jax.Array
+
+#: Stopping tolerance of every LBG stage (at most; see ``_lbg_bank_fit``).
+LBG_TOL = 1e-6
 
 #: Default memory budget for caching the fast E-step's per-row features between iterations.
 FEATURE_CACHE_BYTES = 1 << 30
@@ -86,6 +90,8 @@ class BankConfig(NamedTuple):
     #: the exact E-step kernel ("whitened" or "expanded64"), fixed when the program is traced
     #: (part of the static configuration, so no cached trace of one kernel serves the other)
     exact_kernel: str = "whitened"
+    #: LBG growth (init="lbg"): split offset in units of the principal standard deviation
+    split_scale: float = 0.1
 
     def cols(self):
         if self.active_counts is None:
@@ -232,6 +238,9 @@ def bank_fit(keys, Y, w, labels, tol, reg, floor, n_active, inits, *, config: Ba
     user_pc = user_cov = None
     if precisions_init is not None:
         user_pc, user_cov = _user_precisions(precisions_init, ct)
+    if init == "lbg" and not full_user:
+        return _lbg_bank_fit(keys, Y, w, labels, tol, reg, floor, n_active, data,
+                             config=config)
 
     if full_user:
         one = GMMParams(weights_init, means_init, user_cov, user_pc, ct)
@@ -276,6 +285,74 @@ def bank_fit(keys, Y, w, labels, tol, reg, floor, n_active, inits, *, config: Ba
     return {name: (v if name == "fast_path" else
                    jax.tree.map(lambda a: a.reshape((g, m) + a.shape[1:]), v))
             for name, v in out.items()}
+
+
+def _lbg_bank_fit(keys, Y, w, labels, tol, reg, floor, n_active, data, *, config: BankConfig):
+    """LBG growth for a bank (``gmm_jax.lbg``): K=1, then split and EM, stage after stage.
+
+    Returns the dict of :func:`bank_fit` for the last stage, plus ``"stages"``: the same
+    results with a leading stage axis (S, G, M, ...), and ``"stage_sizes"`` (S, G, M).
+    """
+    g, m = keys.shape
+    r = g * m
+    ct = config.covariance_type
+    k = config.n_components
+    dtype = Y.dtype
+    y_axis = 0 if Y.ndim == 3 else None
+    w_axis = 0 if w.ndim == 2 else None
+    l_axis = None if labels is None else (0 if labels.ndim == 2 else None)
+
+    def start_group(y, wt, lab):
+        resp = jnp.zeros((y.shape[0], k), dtype).at[:, 0].set(1.0)
+        if lab is not None:  # labelled rows of other components keep their component
+            known = lab >= 0
+            resp = jnp.where(known[:, None],
+                             jax.nn.one_hot(jnp.where(known, lab, 0), k, dtype=dtype), resp)
+        stats = stats_from_responsibilities(y, resp, ct, sample_weight=wt,
+                                            chunk_size=config.chunk_size)
+        n_lab = 1 if lab is None else jnp.maximum(1, jnp.max(lab) + 1)
+        p = m_step(stats, reg_covar=jnp.asarray(reg).reshape(-1)[0],
+                   active=jnp.arange(k) < n_lab)
+        return p, lbg.data_direction(y, wt)
+
+    p0, direction = jax.vmap(start_group, in_axes=(y_axis, w_axis, l_axis), axis_size=g)(
+        Y, w, labels)
+    params0 = jax.tree.map(lambda a: jnp.repeat(a, m, axis=0), p0)  # (R, ...) group-major
+    dirs = jnp.repeat(direction, m, axis=0)
+    sizes = lbg.stage_schedule(n_active.reshape(r), k)  # (S, R)
+    if labels is not None:  # components named by labels exist from the start
+        n_lab = jnp.max(labels) + 1
+        sizes = jnp.maximum(sizes, jnp.minimum(n_lab, n_active.reshape(r))[None])
+    prev = jnp.concatenate([sizes[:1], sizes[:-1]])
+    # after a split the two halves sit near a saddle where EM starts slowly: a stage stops at
+    # min(tol, LBG_TOL), not at scikit-learn's default 1e-3, which would stop right there
+    tol_r = jnp.minimum(jnp.broadcast_to(tol, (g, m)).reshape(r), LBG_TOL)
+    reg_r = jnp.broadcast_to(reg, (g, m)).reshape(r)
+    floor_r = None if floor is None else jnp.broadcast_to(floor, (g, m)).reshape(r)
+
+    def stage(params, xs):
+        n_from, n_to = xs
+        params = jax.vmap(lambda p, a, b, dd: lbg.split_components(
+            p, a, b, config.split_scale, dd))(params, n_from, n_to, dirs)
+        active = jnp.arange(k)[None, :] < n_to[:, None]
+        args = (params, data, tol_r, reg_r, floor_r, active, None, None)
+        out = (_em_while(config, g, *args) if config.loop == "while"
+               else _run_em(config, g, *args))
+        return out["params"], out
+
+    _, outs = jax.lax.scan(stage, params0, (prev, sizes))
+
+    def shape(name, v, lead):
+        if name == "fast_path":
+            return v
+        return jax.tree.map(lambda a: a.reshape(lead + (g, m) + a.shape[len(lead) + 1:]), v)
+
+    final = {name: shape(name, jax.tree.map(lambda a: a[-1], v), ())
+             for name, v in outs.items()}
+    n_st = sizes.shape[0]
+    final["stages"] = {name: shape(name, v, (n_st,)) for name, v in outs.items()}
+    final["stage_sizes"] = sizes.reshape((n_st, g, m))
+    return final
 
 
 def restart_keys(key, n_init: int):
@@ -504,6 +581,29 @@ def fit(
                              "jit/vmap/grad. Call gmm_jax.check_monotone on the result instead.")
         check_monotone(result.history, int(result.n_iter), allowed=int(result.n_repaired) > 0)
     return result
+
+
+@cpu_tuned_jit(static_argnames=("n_components", "covariance_type", "max_iter", "chunk_size",
+                                   "method", "split_scale", "exact_kernel"))
+def lbg_program(X, w, tol, reg_covar, floor, *, n_components, covariance_type, max_iter,
+                chunk_size, method, split_scale, exact_kernel):
+    """LBG growth of one mixture (``gmm_jax.lbg``) as one program; returns every stage.
+
+    Returns:
+        (stages, shift): ``stages`` the dict of :func:`_lbg_bank_fit` with a leading stage
+        axis (params centred), ``shift`` (D,) the data centre.
+    """
+    n = X.shape[0]
+    total = n if chunk_size >= n else n_chunks(n, chunk_size) * chunk_size
+    shift = (w @ X) / jnp.sum(w)
+    Y = pad_rows(X - shift, total)
+    wp = pad_rows(w, total)
+    config = BankConfig(n_components, covariance_type, max_iter, "while", "soft", method,
+                        chunk_size, None, None, exact_kernel, split_scale)
+    out = bank_fit(jax.random.key(0)[None, None], Y, wp, None, tol, reg_covar, floor,
+                   jnp.full((1, 1), n_components, jnp.int32), (None, None, None),
+                   config=config, init="lbg", cache_bytes=0)
+    return out["stages"], shift
 
 
 # --------------------------------------------------------------------------- bank programs
