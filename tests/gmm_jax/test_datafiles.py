@@ -1,4 +1,4 @@
-"""gmm_jax.datafiles: every format reads back the stored matrix; every bad file gets a clear error."""
+"""gmm_jax.datafiles: every format reads back the stored matrix; bad files get clear errors."""
 
 import gzip
 import struct
