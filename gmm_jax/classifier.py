@@ -220,3 +220,72 @@ def predict_classes(model: ClassifierParams, X) -> jax.Array:
     if model.labels is None:
         return idx.astype(jnp.int32)
     return model.labels[idx]
+
+
+def fit_classifier_lbg(X, y, max_components: int, *, covariance_type: str = "full",
+                       split_scale: float = 0.5, eigenvalue_floor=None, reg_covar: float = 1e-6,
+                       max_iter: int = 100, tol: float = 1e-6, priors=None,
+                       method: str = "auto") -> list[ClassifierParams]:
+    """One class-conditional classifier per LBG stage: K = 1, 2, 4, ..., ``max_components``
+    components per class, every class and every stage in one compiled program.
+
+    This is the seed's recipe for its per-class GMM table (LBG growth with an eigenvalue floor
+    against degenerate components): the classifier of stage s is the one a separate LBG run to
+    size K_s would give, without refitting the smaller sizes.
+
+    Args:
+        X: (N, D) samples. y: (N,) class indices in [0, C).
+        max_components: the largest K (the last stage).
+        covariance_type, split_scale, eigenvalue_floor, reg_covar, max_iter, tol, method: as in
+            :func:`gmm_jax.fit_lbg`.
+        priors: optional (C,) class priors (default the class frequencies).
+
+    Returns:
+        list of ``ClassifierParams``, one per size of ``gmm_jax.lbg.stage_sizes``.
+    """
+    from gmm_jax import lbg
+    from gmm_jax.fitting import lbg_program
+
+    check_covariance_type(covariance_type)
+    estep.check_method(method)
+    k = validation.check_positive_int(max_components, "max_components")
+    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
+    max_iter = validation.check_positive_int(max_iter, "max_iter")
+    tol = validation.check_nonneg_float(tol, "tol")
+    split_scale = validation.check_nonneg_float(split_scale, "split_scale")
+    if eigenvalue_floor is not None:
+        eigenvalue_floor = validation.check_nonneg_float(eigenvalue_floor, "eigenvalue_floor")
+    X = validation.check_array(X)
+    n, d = X.shape
+    y = np.asarray(y)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer) or np.any(y < 0):
+        raise ValueError(f"y must be ({n},) class indices >= 0.")
+    c = int(y.max()) + 1
+    rows = [np.flatnonzero(y == cls) for cls in range(c)]
+    for cls, r in enumerate(rows):
+        if r.size < k:
+            raise ValueError(f"class {cls} has {r.size} samples, fewer than max_components={k}.")
+    prior = _priors(priors, list(range(c)), np.array([r.size for r in rows], np.float64))
+    n_max = row_bucket(max(r.size for r in rows))
+    Xg = np.zeros((c, n_max, d), X.dtype)
+    wg = np.zeros((c, n_max), X.dtype)
+    for i, r in enumerate(rows):
+        Xg[i, :r.size] = X[r]
+        wg[i, :r.size] = 1.0
+    dtype = X.dtype
+    stages, shift = lbg_program(
+        jnp.asarray(Xg), jnp.asarray(wg), jnp.asarray(tol, dtype), jnp.asarray(reg_covar, dtype),
+        None if eigenvalue_floor is None else jnp.asarray(eigenvalue_floor, dtype),
+        n_components=k, covariance_type=covariance_type, max_iter=max_iter,
+        chunk_size=auto_chunk(n_max, k, d), method=method, split_scale=float(split_scale),
+        exact_kernel=estep.exact_kernel(covariance_type))
+    out = []
+    log_prior = jnp.asarray(np.log(prior), dtype)
+    for s, _ in enumerate(lbg.stage_sizes(k)):
+        p = jax.tree.map(lambda a, s=s: a[s, :, 0], stages["params"])
+        p = p._replace(means=jnp.where(p.weights[..., None] > 0, p.means + shift[:, None, :],
+                                       p.means))
+        out.append(ClassifierParams(p, log_prior, stages["converged"][s, :, 0],
+                                    jnp.arange(c, dtype=jnp.int32),
+                                    jnp.sum(p.weights > 0, axis=1).astype(jnp.int32)))
+    return out

@@ -91,7 +91,7 @@ class BankConfig(NamedTuple):
     #: (part of the static configuration, so no cached trace of one kernel serves the other)
     exact_kernel: str = "whitened"
     #: LBG growth (init="lbg"): split offset in units of the principal standard deviation
-    split_scale: float = 0.1
+    split_scale: float = 0.5
 
     def cols(self):
         if self.active_counts is None:
@@ -587,21 +587,31 @@ def fit(
                                    "method", "split_scale", "exact_kernel"))
 def lbg_program(X, w, tol, reg_covar, floor, *, n_components, covariance_type, max_iter,
                 chunk_size, method, split_scale, exact_kernel):
-    """LBG growth of one mixture (``gmm_jax.lbg``) as one program; returns every stage.
+    """LBG growth (``gmm_jax.lbg``) as one program; returns every stage.
+
+    Args:
+        X: (N, D) one data set, or (G, N, D) one per group (the classes of a classifier).
+        w: (N,) or (G, N) row weights (zero for padding).
 
     Returns:
         (stages, shift): ``stages`` the dict of :func:`_lbg_bank_fit` with a leading stage
-        axis (params centred), ``shift`` (D,) the data centre.
+        axis, then the group axis G (1 for one data set) and one model; params centred;
+        ``shift`` (G, D) the centre of each data set.
     """
-    n = X.shape[0]
+    if X.ndim == 2:
+        X, w = X[None], w[None]
+    g, n, _ = X.shape
     total = n if chunk_size >= n else n_chunks(n, chunk_size) * chunk_size
-    shift = (w @ X) / jnp.sum(w)
-    Y = pad_rows(X - shift, total)
-    wp = pad_rows(w, total)
+    shift = jnp.einsum("gn,gnd->gd", w, X) / jnp.sum(w, axis=1)[:, None]
+    Y = jnp.pad(X - shift[:, None, :], ((0, 0), (0, total - n), (0, 0)))
+    wp = jnp.pad(w, ((0, 0), (0, total - n)))
+    if g == 1:
+        Y, wp = Y[0], wp[0]
     config = BankConfig(n_components, covariance_type, max_iter, "while", "soft", method,
                         chunk_size, None, None, exact_kernel, split_scale)
-    out = bank_fit(jax.random.key(0)[None, None], Y, wp, None, tol, reg_covar, floor,
-                   jnp.full((1, 1), n_components, jnp.int32), (None, None, None),
+    keys = jnp.broadcast_to(jax.random.key(0), (g, 1))
+    out = bank_fit(keys, Y, wp, None, tol, reg_covar, floor,
+                   jnp.full((g, 1), n_components, jnp.int32), (None, None, None),
                    config=config, init="lbg", cache_bytes=0)
     return out["stages"], shift
 

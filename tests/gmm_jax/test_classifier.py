@@ -13,7 +13,12 @@ from sklearn.utils.estimator_checks import check_classifiers_classes, check_fit2
 
 import gmm_jax
 from gmm_jax import GMMClassifier, fitting
-from gmm_jax.classifier import fit_classifier, joint_log_likelihood, predict_classes
+from gmm_jax.classifier import (
+    fit_classifier,
+    fit_classifier_lbg,
+    joint_log_likelihood,
+    predict_classes,
+)
 
 RNG = np.random.default_rng(0)
 # class 0 is bimodal: one Gaussian per class would fail, two components per class succeed
@@ -46,6 +51,31 @@ def test_each_class_equals_a_fit_on_its_rows(x64):
                                    atol=1e-12)
     np.testing.assert_array_equal(m.n_components, [2, 1])
     assert float(m.params.weights[1, 1]) == 0.0  # class 1's second slot is masked
+
+
+def test_lbg_classifier_stages_equal_per_class_lbg_runs(x64):
+    """Every stage of the one-program LBG classifier is the stage a separate fit_lbg on the
+    class's rows gives (the seed's per-class table recipe), and one program serves all."""
+    before = fitting.lbg_program._cache_size()
+    stages = fit_classifier_lbg(X, Y, 2, covariance_type="full", eigenvalue_floor=1e-3)
+    assert fitting.lbg_program._cache_size() - before <= 1
+    assert [s.params.means.shape for s in stages] == [(2, 2, 2), (2, 2, 2)]
+    np.testing.assert_array_equal(stages[0].n_components, [1, 1])
+    np.testing.assert_array_equal(stages[1].n_components, [2, 2])
+    for c in (0, 1):
+        alone = gmm_jax.fit_lbg(0, X[Y == c], 2, covariance_type="full", eigenvalue_floor=1e-3)
+        for s in (0, 1):
+            k = s + 1
+            np.testing.assert_allclose(stages[s].params.means[c, :k], alone[s].params.means,
+                                       rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(stages[s].params.covariances[c, :k],
+                                       alone[s].params.covariances, rtol=1e-9, atol=1e-9)
+    # the split finds class 0's two modes: its rows are far likelier under the K=2 stage
+    ll = [np.asarray(joint_log_likelihood(s, X[Y == 0]))[:, 0].mean() for s in stages]
+    assert ll[1] > ll[0] + 1.0
+    assert np.mean(np.asarray(predict_classes(stages[1], X)) == Y) > 0.98
+    with pytest.raises(ValueError, match="fewer than max_components"):
+        fit_classifier_lbg(X[:72], Y[:72], 4)
 
 
 def test_class_priors_enter_the_decision():

@@ -46,8 +46,8 @@ def test_split_along_the_principal_eigenvector(x64):
     np.testing.assert_array_equal(same.means, p.means)
 
 
-@pytest.mark.parametrize("covariance_type, scale", [("full", 0.1), ("diag", 0.1),
-                                                    ("spherical", 0.1), ("tied", 1.0)])
+@pytest.mark.parametrize("covariance_type, scale", [("full", 0.5), ("diag", 0.5),
+                                                    ("spherical", 0.5), ("tied", 1.0)])
 def test_fit_lbg_grows_one_size_at_a_time_and_finds_the_clusters(x64, covariance_type, scale):
     """(Tied covariances need a wide split: right after a small one the shared covariance is the
     data's, and EM moves the halves apart by about 1% per iteration.)"""
@@ -61,7 +61,7 @@ def test_fit_lbg_grows_one_size_at_a_time_and_finds_the_clusters(x64, covariance
     found = np.min(np.linalg.norm(means[:, None] - CENTRES[None], axis=-1), axis=0)
     assert np.all(found < 0.5), means
     # fit(init="lbg") is the last stage of the growth
-    if scale == 0.1:
+    if scale == 0.5:  # the default
         res = gmm_jax.fit(0, X, 4, covariance_type=covariance_type, init="lbg", tol=1e-6)
         np.testing.assert_allclose(res.params.means, fits[-1].params.means, rtol=1e-9)
 
@@ -83,3 +83,12 @@ def test_lbg_with_eigenvalue_floor_and_in_the_estimators():
     y = (np.arange(200) % 4 >= 2).astype(int)  # class 0: two blobs, class 1: two blobs
     clf.fit(X, y)
     assert clf.score(X, y) > 0.7
+
+
+def test_the_default_split_leaves_the_saddle(x64):
+    """Two clusters at x = -6 and 6: the default split (half a standard deviation) reaches both
+    modes; an offset of 0.1 starts at the saddle between them and stops there."""
+    rng = np.random.default_rng(0)
+    two = np.r_[rng.normal([-6, 0], 0.7, (35, 2)), rng.normal([6, 0], 0.7, (35, 2))]
+    means = np.sort(np.asarray(gmm_jax.fit_lbg(0, two, 2)[1].params.means)[:, 0])
+    np.testing.assert_allclose(means, [-6.0, 6.0], atol=0.2)
