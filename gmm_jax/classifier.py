@@ -223,7 +223,7 @@ def predict_classes(model: ClassifierParams, X) -> jax.Array:
 
 
 def fit_classifier_lbg(X, y, max_components: int, *, covariance_type: str = "full",
-                       split_scale: float = 0.5, eigenvalue_floor=None, reg_covar: float = 1e-6,
+                       split_scale: float = 0.1, eigenvalue_floor=None, reg_covar: float = 1e-6,
                        max_iter: int = 100, tol: float = 1e-6, priors=None,
                        method: str = "auto") -> list[ClassifierParams]:
     """One class-conditional classifier per LBG stage: K = 1, 2, 4, ..., ``max_components``

@@ -91,7 +91,7 @@ class BankConfig(NamedTuple):
     #: (part of the static configuration, so no cached trace of one kernel serves the other)
     exact_kernel: str = "whitened"
     #: LBG growth (init="lbg"): split offset in units of the principal standard deviation
-    split_scale: float = 0.5
+    split_scale: float = 0.1
 
     def cols(self):
         if self.active_counts is None:

@@ -7,12 +7,12 @@ its eigenvalue), each half taking half the weight and the parent's covariance, a
 convergence before the next split: 1 -> 2 -> 4 -> ... components. A final size that is not a
 power of two is reached by splitting only the heaviest components. Spherical components have no
 principal direction of their own; they split along the principal eigenvector of the data's
-covariance. The default offset is half a standard deviation (``split_scale=0.5``): with a
-small offset such as 0.1 the two halves start next to the saddle between them, EM separates
-them by about 1% per iteration and a stage can stop there, far from the modes (two clusters at
-+/-6 with unit spread: 0.1 ends at means -0.7 and 0.6, 0.5 at -6.0 and 5.9 in 8 iterations).
-Tied covariances need a wider split (``split_scale`` near 1): right after a split the shared
-covariance is still the data's.
+covariance. The default offset, ``split_scale=0.1``, is the seed's small epsilon; it suits
+many overlapping components (the per-class image tables). Between two well-separated clusters
+it starts the halves next to the saddle, where EM separates them by about 1% per iteration and a
+stage can stop short of the modes (clusters at +/-6 with spread 0.7: 0.1 ends at means -0.7 and
+0.6, 0.5 at -6.0 and 5.9 in 8 iterations): pass ``split_scale=0.5`` there. Tied covariances
+need a wider split still (near 1): right after a split the shared covariance is the data's.
 
 Every stage runs inside one compiled program: the mixture has ``max_components`` slots of which
 the first ``size`` are active (masks), the split is a pure function of the parameters and the
@@ -130,7 +130,7 @@ def data_direction(Y: Array, w: Array) -> Array:
 
 
 def fit_lbg(key, X, max_components: int, *, covariance_type: str = "full",
-            split_scale: float = 0.5, eigenvalue_floor=None, max_iter: int = 100,
+            split_scale: float = 0.1, eigenvalue_floor=None, max_iter: int = 100,
             tol: float = 1e-6, reg_covar: float = 1e-6, sample_weight=None,
             method: str = "auto") -> tuple:
     """LBG growth: one EM fit per size 1, 2, 4, ..., ``max_components``, each started by

@@ -57,13 +57,15 @@ def test_lbg_classifier_stages_equal_per_class_lbg_runs(x64):
     """Every stage of the one-program LBG classifier is the stage a separate fit_lbg on the
     class's rows gives (the seed's per-class table recipe), and one program serves all."""
     before = fitting.lbg_program._cache_size()
-    stages = fit_classifier_lbg(X, Y, 2, covariance_type="full", eigenvalue_floor=1e-3)
+    stages = fit_classifier_lbg(X, Y, 2, covariance_type="full", eigenvalue_floor=1e-3,
+                                split_scale=0.5)
     assert fitting.lbg_program._cache_size() - before <= 1
     assert [s.params.means.shape for s in stages] == [(2, 2, 2), (2, 2, 2)]
     np.testing.assert_array_equal(stages[0].n_components, [1, 1])
     np.testing.assert_array_equal(stages[1].n_components, [2, 2])
     for c in (0, 1):
-        alone = gmm_jax.fit_lbg(0, X[Y == c], 2, covariance_type="full", eigenvalue_floor=1e-3)
+        alone = gmm_jax.fit_lbg(0, X[Y == c], 2, covariance_type="full", eigenvalue_floor=1e-3,
+                                split_scale=0.5)
         for s in (0, 1):
             k = s + 1
             np.testing.assert_allclose(stages[s].params.means[c, :k], alone[s].params.means,
