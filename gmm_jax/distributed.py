@@ -5,9 +5,10 @@ sufficient statistics are summed with one ``psum`` per iteration (they are addit
 device holds the same parameters and takes the same M-step. The whole EM loop is one jitted
 ``lax.while_loop`` around a ``shard_map``ped E-step.
 
-Multi-host: call ``jax.distributed.initialize()`` on every host, build the global array with
-``jax.make_array_from_process_local_data(NamedSharding(mesh, P("data", None)), local_rows)`` and
-pass it as ``X`` (with matching ``sample_weight``); the code path is the same.
+With ``checkpoint=PATH`` (or a ``callback``) the same E-step runs under a host-driven loop
+(``gmm_jax.streaming.fit_source``) that writes the EM state after every iteration and resumes
+from it. Multi-process jobs (``jax.distributed``, each process with its own rows) use
+:func:`gmm_jax.multihost.fit_multiprocess`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gmm_jax import estep, validation
+from gmm_jax import checkpoint as ckpt
+from gmm_jax import estep, streaming, validation
 from gmm_jax._jit import cpu_tuned_jit
 from gmm_jax.em import auto_chunk, em_iterations
 from gmm_jax.fitting import fit
@@ -114,6 +116,8 @@ def fit_sharded(
     init: str = "kmeans",
     init_params: GMMParams | None = None,
     sample_weight=None,
+    checkpoint=None,
+    callback=None,
 ) -> FitResult:
     """EM with the rows of X sharded over devices; same iterates as :func:`gmm_jax.fit`.
 
@@ -130,6 +134,12 @@ def fit_sharded(
         init: initialisation method (see :func:`gmm_jax.fit`), run on one device.
         init_params: start from these parameters instead (then ``key`` is unused).
         sample_weight: optional (N,) weights.
+        checkpoint: optional file path: the EM state is written there after every iteration
+            and a later call with the same data and arguments resumes from it (see
+            :func:`gmm_jax.fit_batches`). The loop then runs on the host, one jitted sharded
+            E-step per iteration, instead of as one compiled ``while_loop``.
+        callback: optional ``callback(iteration, lower_bound, change, fast)`` after each
+            iteration (also selects the host-driven loop).
 
     Returns:
         ``FitResult`` with replicated parameters.
@@ -146,6 +156,22 @@ def fit_sharded(
         n_components, max_iter, tol, reg_covar)
     X = validation.check_array(X, min_samples=n_components)
     sw = validation.check_sample_weight(sample_weight, X.shape[0], X.dtype)
+    checkpoint = ckpt.check_path(checkpoint)
+    if checkpoint is not None or callback is not None:
+        streaming.check_options(n_components, covariance_type, max_iter, tol, reg_covar, init,
+                                1, 1, None, callback)
+
+        def init_fn():
+            return fit(key, X, n_components, covariance_type=covariance_type, max_iter=1,
+                       tol=0.0, init=init, reg_covar=reg_covar, sample_weight=sw).params
+
+        reader = streaming.BatchReader(X, X.shape[0], sample_weight=sw)
+        return streaming.fit_source(
+            key, reader, n_components, covariance_type=covariance_type, max_iter=max_iter,
+            tol=tol, reg_covar=reg_covar, init=init, init_params=init_params,
+            init_sample_size=X.shape[0], chunk_size=None, dtype=X.dtype,
+            mesh=streaming.row_mesh(np.asarray(mesh.devices).ravel()), checkpoint=checkpoint,
+            callback=callback, kind="fit_sharded", init_fn=init_fn)
     if init_params is None:
         # One EM step from the chosen initialisation, computed on a single device.
         init_params = fit(key, X, n_components, covariance_type=covariance_type, max_iter=1,
