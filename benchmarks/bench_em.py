@@ -11,6 +11,11 @@ Usage (the defaults are the issue's target sizes)::
     python -m benchmarks.bench_em                                  # full/diag/spherical/tied
     python -m benchmarks.bench_em --cov full --n 20000 --iters 5   # quick
     python -m benchmarks.bench_em --memory                         # N=1M, D=32, K=64 RSS probe
+    python -m benchmarks.bench_em --quick                          # under a minute (gmm-jax bench)
+
+For a float32 run, gmm_jax is also run once in float64 from the same initial parameters, and
+every contender's final lower bound is compared with it (the "f32 vs f64" column: relative
+error, or absolute where the bound is below 1 in magnitude).
 """
 
 from __future__ import annotations
@@ -176,6 +181,18 @@ def run_config(n, d, k, ct, dtype, iters, repeats, contenders, peak, chunk_size=
         for name, r in rows.items():
             if name != "gmm_jax" and "ms_per_iter" in r:
                 speedups[name] = r["ms_per_iter"] / base
+    if dtype == "float32" and "gmm_jax" in rows and "lower_bound" in rows["gmm_jax"]:
+        spec = dict(n=n, d=d, k=k, cov=ct, dtype="float64", iters=iters, repeats=1,
+                    contender="gmm_jax", chunk_size=chunk_size)
+        ref = C.run_worker(MODULE, spec)
+        if "lower_bound" in ref:
+            lb64 = ref["lower_bound"]
+            for r in rows.values():
+                if "lower_bound" in r:
+                    r["f64_lower_bound"] = lb64
+                    r["f32_vs_f64_error"] = abs(r["lower_bound"] - lb64) / max(1.0, abs(lb64))
+            print(f"  {ct:9s} float64 reference lower bound {lb64:.8f}; gmm_jax float32 error "
+                  f"{rows['gmm_jax']['f32_vs_f64_error']:.2e}", flush=True)
     return {"n": n, "d": d, "k": k, "covariance_type": ct, "dtype": dtype, "iters": iters,
             "flops_per_iter": flops, "contenders": rows, "speedup_of_gmm_jax": speedups,
             "loadavg_after": list(os.getloadavg())}
@@ -193,15 +210,15 @@ def markdown(report: dict) -> str:
         f"{report.get('blas_threads_numpy_sklearn') or 'library default'}.",
         "",
         "| N | D | K | cov | dtype | contender | ms/iter | gmm_jax speed-up | first call s "
-        "| compile s | GFLOP/s | % of peak | peak RSS MB | iters |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| compile s | GFLOP/s | % of peak | peak RSS MB | iters | f32 vs f64 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cfg in report["configs"]:
         for name, r in cfg["contenders"].items():
             if "ms_per_iter" not in r:
                 lines.append(f"| {cfg['n']} | {cfg['d']} | {cfg['k']} | {cfg['covariance_type']} "
                              f"| {cfg['dtype']} | {name} | - | - | - | - | - | - | - | "
-                             f"{(r.get('skipped') or 'error')[:40]} |")
+                             f"{(r.get('skipped') or 'error')[:40]} | - |")
                 continue
             sp = cfg["speedup_of_gmm_jax"].get(name)
             fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
@@ -211,12 +228,16 @@ def markdown(report: dict) -> str:
                 f"| {'(ref)' if name == 'gmm_jax' else fmt(sp, '.1f') + 'x'} "
                 f"| {fmt(r.get('first_s'), '.2f')} | {fmt(r.get('compile_s'), '.2f')} "
                 f"| {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% "
-                f"| {r['peak_rss_mb']:.0f} | {r['n_iter']} |")
+                f"| {r['peak_rss_mb']:.0f} | {r['n_iter']} "
+                f"| {fmt(r.get('f32_vs_f64_error'), '.1e')} |")
     lines += ["", "ms/iter: best warm run / iterations. Speed-up: contender ms/iter divided by "
               "gmm_jax ms/iter. Compile s: first call minus warm call. Peak RSS: ru_maxrss of the "
               "contender's own subprocess (interpreter, imports and data included; "
               "`rss_before_mb` in the JSON is the level before fitting). FLOPs counted per "
-              "iteration: full 4NKD^2, tied 4ND^2+4NKD, diag 8NKD, spherical 6NKD."]
+              "iteration: full 4NKD^2, tied 4ND^2+4NKD, diag 8NKD, spherical 6NKD. f32 vs f64: "
+              "|final lower bound - gmm_jax's float64 lower bound| / max(1, |float64 bound|), "
+              "same initial parameters and iterations (scikit-learn adds a final E-step, so its "
+              "bound is one half-step further)."]
     return "\n".join(lines) + "\n"
 
 
@@ -276,7 +297,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--tag", default=None, help="results file stem (default from the sizes)")
     ap.add_argument("--out", default=C.RESULTS)
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--quick", action="store_true",
+                    help="small sizes for a check in under a minute: N=20000, D=16, K=8, full "
+                         "and diag, 10 iterations, gmm_jax/numpy/sklearn")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.d, args.k, args.iters, args.repeats = 20_000, 16, 8, 10, 2
+        args.cov, args.contenders, args.peak_size = "full,diag", "gmm_jax,numpy,sklearn", 1024
+        args.tag = args.tag or "em_quick"
+        args.no_plot = True
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
         return {}
