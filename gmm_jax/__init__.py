@@ -6,6 +6,7 @@ Pure functions (``e_step``, ``m_step``, ``log_prob_components``, ``fit``) over N
 
 from gmm_jax import _blas  # noqa: F401  (one BLAS thread for JAX's CPU LAPACK kernels)
 from gmm_jax.classifier import ClassifierParams, fit_classifier  # noqa: E402
+from gmm_jax.compilation_cache import enable_compilation_cache  # noqa: E402
 from gmm_jax.covariance import n_parameters
 from gmm_jax.density import (
     log_likelihood,
@@ -22,6 +23,7 @@ from gmm_jax.interop import from_numpyro, to_numpyro  # noqa: E402
 from gmm_jax.io import load, save  # noqa: E402
 from gmm_jax.kmeans import kmeans, kmeans_plusplus
 from gmm_jax.lbg import fit_lbg
+from gmm_jax.progress import EMProgress  # noqa: E402
 from gmm_jax.sampling import sample, sample_component  # noqa: E402
 from gmm_jax.selection import (  # noqa: E402
     Selection,
@@ -38,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClassifierParams",
+    "EMProgress",
     "GMMClassifier",
     "GaussianMixture",
     "Selection",
@@ -62,6 +65,7 @@ __all__ = [
     "KMeansResult",
     "SuffStats",
     "check_monotone",
+    "enable_compilation_cache",
     "e_step",
     "fit",
     "kmeans",
