@@ -66,7 +66,16 @@ def test_sample_reproducible_and_validated():
         gmm_jax.sample("k", p, 10)
 
 
-def test_sample_component_traced_index_under_vmap():
-    p = _params("spherical")
-    f = jax.vmap(lambda c: gmm_jax.sample_component(jax.random.key(0), p, c, 5))
-    assert f(jnp.arange(K)).shape == (K, 5, D)
+@pytest.mark.parametrize("ct", ["full", "spherical"])
+def test_sample_component_traced_index_under_vmap(ct):
+    """A traced component index draws from that component: under vmap and jit each row equals
+    the concrete call, and its moments are the component's (not component 0's)."""
+    p = _params(ct)
+    f = jax.jit(jax.vmap(lambda c: gmm_jax.sample_component(jax.random.key(0), p, c, 4000)))
+    got = np.asarray(f(jnp.arange(K)))
+    assert got.shape == (K, 4000, D)
+    for k in range(K):
+        np.testing.assert_allclose(got[k], gmm_jax.sample_component(jax.random.key(0), p, k,
+                                                                    4000), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got[k].mean(0), p.means[k], atol=0.1)
+        np.testing.assert_allclose(np.cov(got[k].T), _dense_cov(p, k), atol=0.15)
