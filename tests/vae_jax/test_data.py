@@ -104,3 +104,26 @@ def test_fashion_mnist_found_automatically():
     ds = data.load_fashion_mnist()
     assert ds.X_train.shape == (60000, 784) and ds.X_test.shape == (10000, 784)
     assert ds.image_shape == (28, 28) and set(np.unique(ds.y_test)) == set(range(10))
+
+
+def test_fashion_mnist_default_folder_reads_real_layout_files(tmp_path, monkeypatch):
+    """Without a path the loader finds the four gzip IDX files of the Debian package's layout
+    (28x28 uint8 images, uint8 labels) through FASHION_MNIST_DIR, and scales pixels to [0, 1]:
+    the same code path as the installed data set, without the 30 MB download."""
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    labs = (np.arange(12) % 10).astype(np.uint8)
+    for split, n in (("train", 12), ("t10k", 10)):
+        data.write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", imgs[:n], compress=True)
+        data.write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labs[:n], compress=True)
+    assert (tmp_path / "train-images-idx3-ubyte.gz").read_bytes()[:2] == b"\x1f\x8b"
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
+    assert data.fashion_mnist_available()
+    ds = data.load_fashion_mnist()
+    assert ds.X_train.shape == (12, 784) and ds.X_test.shape == (10, 784)
+    assert ds.image_shape == (28, 28) and ds.y_test.dtype == np.int32
+    np.testing.assert_allclose(ds.X_train[3], imgs[3].reshape(-1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(ds.y_train, labs)
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="FASHION_MNIST_DIR"):
+        data.load_fashion_mnist()
