@@ -142,9 +142,8 @@ class CompileStats:
         if not self._active:
             return
         with self._lock:
-            if event == _HITS:
+            if event == _HITS:  # a loaded program also reports a (short) compile duration
                 self.cache_hits += 1
-            self.programs += 0
 
     def _duration(self, event, duration, **kwargs):
         if not self._active or event != _BACKEND:

@@ -47,3 +47,13 @@ def test_traces_match_the_fit():
     n_iter = int(res.n_iter)
     np.testing.assert_allclose(traces[best], np.asarray(res.history)[:n_iter], rtol=1e-6)
     assert p.calls >= n_iter
+
+
+def test_per_callback_seconds_calls_back_once_per_iteration():
+    from gmm_jax.progress import per_callback_seconds
+
+    calls = []
+    r = per_callback_seconds(lambda it, lb, ch, fast: calls.append(int(it)), loops=40, repeats=1)
+    jax.effects_barrier()
+    assert sorted(calls) == sorted(list(range(1, 41)) * 2)  # compile round + one timed round
+    assert r["loops"] == 40 and np.isfinite(r["seconds"]) and np.isfinite(r["median_seconds"])
