@@ -21,9 +21,15 @@ resumed from a checkpoint taken after epoch ``e`` continues exactly as the unint
 
 Checkpoints (no pickle): ``checkpoint_dir/checkpoint.npz`` holds every leaf of the model and
 optimizer state (flattened, with their tree paths for checking), the number of completed epochs,
-the base key, the history so far and a fingerprint of the data/batching. It is written to a
-temporary file and renamed, so a crash never leaves a half-written checkpoint, and it is only
-written after an epoch whose losses and parameters are all finite.
+the base key, the history so far, a fingerprint of the data/batching and, for VAE/M2/GMVAE, the
+JSON description of the model, so :func:`vae_jax.load` can read the model out of it without an
+optimizer. It is written to a temporary file and renamed, so a crash never leaves a
+half-written checkpoint, and it is only written after an epoch whose losses and parameters are
+all finite. ``resume=True`` requires the checkpoint (a mistyped folder is an error, not a fresh
+start); ``resume="if_present"`` resumes when it exists. A checkpoint whose model or optimizer
+differs from the run's is refused with a message that says which of the two differs.
+
+Inputs are checked before anything is traced (:mod:`vae_jax.validation`).
 """
 
 from __future__ import annotations
