@@ -729,6 +729,7 @@ def fit_gmvae(
     n_restarts: int = RECIPE["n_restarts"],
     X_val=None,
     progress: bool = False,
+    callback=None,
 ) -> tuple[GMVAE, dict]:
     """The GMVAE recipe: autoencoder warm-up, EM on the codes, ELBO training, best of restarts.
 
@@ -764,6 +765,10 @@ def fit_gmvae(
         X_val: optional validation data (its ELBO, or the autoencoder's reconstruction
             log-likelihood during the warm-up, is recorded each epoch; not used to choose).
         progress: show progress bars.
+        callback: optional ``callback(r, model_r)`` called after each finished restart ``r``
+            with its trained model (before the choice; e.g. to log or score it); a dict it
+            returns is stored as ``history["restarts"][r]["callback"]``. It cannot influence
+            which restart is kept.
 
     Returns:
         ``(model, history)``. ``history["pretrain"]`` and ``history["elbo"]`` are the
@@ -837,6 +842,10 @@ def fit_gmvae(
             continue
         elbo = training_elbo(m_r, X, k_select) if n_restarts > 1 else float("nan")
         restarts.append(dict(train_elbo=elbo, warm_start=hist["warm_start"]))
+        if callback is not None:
+            extra = callback(r, m_r)
+            if isinstance(extra, dict):
+                restarts[-1]["callback"] = extra
         if best is None or elbo > best_elbo:
             best, best_elbo, best_hist, chosen = m_r, elbo, hist, r
     if best is None:

@@ -271,8 +271,15 @@ def test_fit_gmvae_raises_the_elbo_and_returns_both_phases(form, tmp_path):
     Xtr = vae_jax.data.load_digits().X_train[:192]
     m = GMVAE(64, 4, latent_dim=3, w_dim=2, hidden=(16,), prior_hidden=(4,), form=form,
               rngs=nnx.Rngs(1))
+    seen = []
+
+    def callback(r, m_r):   # sees each trained restart; its dict is recorded, nothing else
+        seen.append((r, training_elbo(m_r, Xtr, jax.random.fold_in(jax.random.key(0), 2**30))))
+        return dict(r=r)
+
     m, hist = vae_jax.fit_gmvae(m, Xtr, key=0, pretrain_steps=7, steps=16, batch_size=64,
-                                learning_rate=3e-3, n_init=1, n_restarts=2, X_val=Xtr[:50])
+                                learning_rate=3e-3, n_init=1, n_restarts=2, X_val=Xtr[:50],
+                                callback=callback)
     assert set(hist) == {"pretrain", "warm_start", "elbo", "restarts", "chosen"}
     assert len(hist["pretrain"]["loss"]) == 3 and len(hist["elbo"]["loss"]) == 6
     assert "val_elbo" in hist["pretrain"] and "kl_c" in hist["elbo"]
@@ -284,6 +291,8 @@ def test_fit_gmvae_raises_the_elbo_and_returns_both_phases(form, tmp_path):
     elbos = [r["train_elbo"] for r in hist["restarts"]]
     assert len(elbos) == 2 and elbos[0] != elbos[1]
     assert hist["chosen"] == int(np.argmax(elbos))
+    assert [r for r, _ in seen] == [0, 1] and [e for _, e in seen] == elbos
+    assert [x["callback"] for x in hist["restarts"]] == [dict(r=0), dict(r=1)]
     assert hist["warm_start"] == hist["restarts"][hist["chosen"]]["warm_start"]
     assert training_elbo(m, Xtr, jax.random.fold_in(jax.random.key(0), 2**30)) == max(elbos)
     imgs = vae_jax.cluster_grid(m, jax.random.key(0), tmp_path / "g.png", image_shape=(8, 8),
