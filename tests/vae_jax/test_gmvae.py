@@ -419,3 +419,100 @@ def test_warm_start_refines_with_uniform_weights_and_keeps_the_likeliest_with_th
     ws2 = fit_latent_mixture(Z2, 2, jax.random.key(1), n_init=2, refine_iter=0)
     assert ws2.restart_kl_to_uniform[0] < ws2.restart_kl_to_uniform[1]
     assert ws2.chosen == 1 and sorted(ws2.cluster_sizes.tolist()) == [200, 400]
+
+
+def _blobs(n=100, seed=0):
+    """(3 n, 2) latent codes in 3 well-separated blobs, centred at (0, 0), (8, 0), (0, 8)."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    return np.concatenate([c + 0.5 * rng.normal(size=(n, X)) for c in centres]).astype(
+        np.float32)
+
+
+def _prior_assignment(m, Z, key):
+    """(N,) argmax of the model's own p(c | x) at latent points Z (paper form: at random w)."""
+    if m.form == "marginal":
+        return np.asarray(gmm_jax.predict(m.prior_mixture(), Z))
+    w = jax.random.normal(key, (Z.shape[0], m.w_dim))
+    mu_c, lv_c = m.prior_components(w)
+    r = per_sample_responsibilities(jnp.asarray(Z), jnp.exp(m.log_weights), mu_c, lv_c)
+    return np.asarray(r.argmax(-1))
+
+
+@pytest.mark.parametrize("form,prior", [("marginal", "diag"), ("marginal", "full"),
+                                        ("paper", "diag")])
+def test_warm_start_is_the_prior_the_model_uses(form, prior):
+    """After init_prior_from_latents the model's own prior is the EM fit: it assigns the codes
+    as gmm_jax.predict of the fitted mixture does, and (marginal form) gives them the fitted
+    log-likelihood. Fails if the warm start writes nothing (or the wrong field) into the prior,
+    e.g. the random initial prior means / unit variances are left in place."""
+    m = _model(form, prior_covariance=prior)
+    Z = _blobs()
+    before = _prior_assignment(m, Z, jax.random.key(1))
+    res = init_prior_from_latents(m, Z, jax.random.key(0), n_init=2)
+    expected = np.asarray(gmm_jax.predict(res.params, Z))
+    assert sorted(np.bincount(expected, minlength=K).tolist()) == [100] * K
+    np.testing.assert_array_equal(_prior_assignment(m, Z, jax.random.key(1)), expected)
+    assert not np.array_equal(before, expected)       # the random prior did not already agree
+    if form == "marginal":
+        ll = float(jnp.mean(gmm_jax.log_likelihood(m.prior_mixture(), Z)))
+        np.testing.assert_allclose(ll, res.log_likelihood, rtol=1e-4)
+    else:  # mu_c(w) ~ the fitted means for every w
+        mu_c, _ = m.prior_components(jax.random.normal(jax.random.key(2), (50, W)))
+        np.testing.assert_allclose(_np(mu_c), np.broadcast_to(_np(res.params.means), mu_c.shape),
+                                   atol=0.5)
+
+
+@pytest.mark.parametrize("form,prior", [("marginal", "diag"), ("marginal", "full"),
+                                        ("paper", "diag")])
+def test_generate_decodes_latents_drawn_from_the_chosen_component(form, prior):
+    """generate(model, key, c, n) decodes latents from p(x | c): with the prior set to separated
+    components, the latents behind the samples sit at component c's mean and the prior assigns
+    them to c, and the samples are the decoder means of exactly those latents."""
+    m = _model(form, prior_covariance=prior)
+    init_prior_from_latents(m, _blobs(), jax.random.key(0), n_init=2)
+    means = _np(m.prior_mixture().means if form == "marginal"
+                else m.prior_components(jnp.zeros((W,)))[0])
+    for c in range(K):
+        key = jax.random.key(10 + c)
+        z = _np(m.sample_latent(key, c, 500))
+        np.testing.assert_allclose(z.mean(0), means[c], atol=0.3)
+        assert np.mean(_prior_assignment(m, z, jax.random.key(3)) == c) > 0.99
+        x = vae_jax.generate(m, key, c, 500)
+        np.testing.assert_allclose(x, _np(m.decoder.mean(jnp.asarray(z))), rtol=1e-5,
+                                   atol=1e-6)
+
+
+def _prototypes(n=300, seed=0):
+    """3 classes of 12-pixel images: class c is bright (0.9) on pixels 4c..4c+3, dark (0.1)
+    elsewhere, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    P = np.full((3, 12), 0.1)
+    for c in range(3):
+        P[c, 4 * c:4 * c + 4] = 0.9
+    X_ = np.clip(P[y] + rng.normal(0, 0.05, (n, 12)), 0, 1).astype(np.float32)
+    return X_, y.astype(np.int32), P
+
+
+def test_generated_samples_of_a_trained_model_belong_to_their_cluster():
+    """Conditional generation by content, after training on 3 easy classes: the samples that
+    GMVAE.generate (the recipe, tiny budgets) and M2.generate (all labels) produce for cluster c
+    are assigned to c by the same model and look like the class matched to c."""
+    from vae_jax.m2 import M2
+
+    Xp, yp, P = _prototypes()
+    g = GMVAE(12, 3, latent_dim=2, hidden=(16,), rngs=nnx.Rngs(0))
+    g, _ = vae_jax.fit_gmvae(g, Xp, key=0, pretrain_steps=60, steps=60, n_init=2, n_restarts=1,
+                             learning_rate=1e-2)
+    m2 = M2(12, 3, latent_dim=2, hidden=(16,), rngs=nnx.Rngs(0))
+    vae_jax.train(m2, Xp, y=yp, epochs=20, batch_size=50, learning_rate=1e-2, key=0,
+                  progress=False)
+    for model in (g, m2):
+        pred = model.predict(Xp)
+        assert vae_jax.clustering_accuracy(yp, pred) == 1.0, type(model).__name__
+        for c in range(3):
+            x = vae_jax.generate(model, jax.random.key(c), c, 100)
+            assert np.mean(model.predict(x) == c) > 0.95, (type(model).__name__, c)
+            cls = np.bincount(yp[pred == c], minlength=3).argmax()    # class matched to c
+            np.testing.assert_allclose(x.mean(0), P[cls], atol=0.15)

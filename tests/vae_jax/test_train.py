@@ -181,3 +181,23 @@ def test_protocol_labels_schedule_and_argument_errors():
     with pytest.raises(ValueError, match="X must be"):
         vae_jax.train(_LabelProbe(), X[0], epochs=1, key=0, **KW)
     assert vae_jax.evaluate(_model(), X[:30], jax.random.key(0), batch_size=8).shape == (30,)
+
+
+def test_evaluate_with_a_padded_last_batch_equals_one_unpadded_batch():
+    """evaluate pads the last batch (with copies of row 0) and drops the padding: 20 rows in
+    batches of 7 (last batch 6 rows + 1 pad) give exactly what one batch of 20 gives, for
+    deterministic per-row methods, and cluster() agrees across batch sizes."""
+    m = vae_jax.GMVAE(64, 3, latent_dim=2, hidden=(16,), rngs=nnx.Rngs(0))
+    Xs = X[:20]
+    for method in ("latent_mean", "cluster_probs"):
+        whole = np.asarray(vae_jax.evaluate(m, Xs, 0, method=method, batch_size=20))
+        padded = np.asarray(vae_jax.evaluate(m, Xs, 0, method=method, batch_size=7))
+        assert padded.shape == whole.shape
+        np.testing.assert_allclose(padded, whole, rtol=1e-5, atol=1e-6)
+    labels, probs = vae_jax.cluster(m, Xs, batch_size=7)
+    labels_1, probs_1 = vae_jax.cluster(m, Xs, batch_size=1000)
+    np.testing.assert_array_equal(labels, labels_1)
+    np.testing.assert_allclose(probs, probs_1, rtol=1e-5, atol=1e-6)
+    # the per-row ELBO of a padded evaluation: one finite value per real row
+    elbo = np.asarray(vae_jax.evaluate(m, Xs, 0, method="elbo", batch_size=7))
+    assert elbo.shape == (20,) and np.isfinite(elbo).all()
