@@ -212,6 +212,8 @@ def test_train_vae_writes_run_folder_and_resumes(tmp_path):
     assert "(resuming from" in out2, out2
     hist2 = json.loads((folder / "history.json").read_text())["train"]
     assert len(hist2["elbo"]) == 2 and hist2["elbo"][0] == hist1["elbo"][0], (hist1, hist2)
+    # epoch 1 came from the checkpoint, not from training it again (its timing is not re-measured)
+    assert hist2["epoch_time_s"][0] == hist1["epoch_time_s"][0], (hist1, hist2)
 
 
 # ------------------------------------------------------------------------------------ demo
