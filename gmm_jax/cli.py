@@ -620,14 +620,14 @@ def _bench_callback(args) -> int:
     _say(f"  without callback   {r['ms_per_iter_plain']:8.2f} ms/iteration (fastest run)")
     _say(f"  with progress bar  {r['ms_per_iter_callback']:8.2f} ms/iteration "
          f"({r['callback_calls']} callbacks per fit)")
-    _say(f"  direct difference  {100 * r['overhead']:+.2f}% (fastest runs), "
+    _say(f"  direct A/B         {100 * r['overhead']:+.2f}% wall (fastest runs), "
          f"{100 * r['median_overhead']:+.2f}% (median runs), {100 * r['cpu_overhead']:+.2f}% "
-         "of process CPU time: noise on a busy machine")
+         "process CPU time (fastest runs)")
     _say(f"  one callback       {r['us_per_callback']:.0f} us round trip (median "
          f"{r['us_per_callback_median']:.0f} us; 2000 calls on an empty loop), "
          f"{r['us_inside_callback']:.0f} us of it in EMProgress during the fits")
-    _say(f"  overhead           {100 * r['overhead_from_parts']:.2f}% = one callback / one EM "
-         "iteration")
+    _say(f"  from the parts     {100 * r['overhead_from_parts']:.2f}% = one callback round trip "
+         "/ one plain EM iteration")
     _say("  load average       " + " ".join(f"{v:.2f}" for v in r["loadavg_start"]) + " at the "
          "start, " + " ".join(f"{v:.2f}" for v in r["loadavg_end"]) + " at the end")
     if opts.out:
