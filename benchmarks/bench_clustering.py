@@ -190,8 +190,9 @@ def run_gmvae(d, seed, cfg, args, form):
     def score_restart(r, m_r):
         # Diagnostic only (the labels of the test split are read for this report, after the
         # restart is trained; fit_gmvae keeps the restart by training ELBO, never by this).
-        pred = cluster(m_r, d[2])[0]
-        return dict(test_acc=float(clustering_accuracy(d[3], pred)))
+        acc = float(clustering_accuracy(d[3], cluster(m_r, d[2])[0]))
+        print(f"  seed {seed} restart {r}: test acc {acc:.4f} (diagnostic)", flush=True)
+        return dict(test_acc=acc)
 
     _, hist = fit_gmvae(m, X_tr, key=jax.random.key(seed), progress=args.progress,
                         callback=score_restart, **fit_kw)
