@@ -118,7 +118,8 @@ def run_demo(*, n_components: int = 10, n_init: int = 1, seed: int = 0,
 
 
 # ------------------------------------------------------------------------------ shared pieces
-#: Literal copies (so ``gmm-jax --help`` does not import JAX); a test checks they match the library.
+#: Literal copies (the parser is built before any library module is used); a test checks they
+#: match the library.
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical", "tied_diag", "tied_spherical")
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "lbg")
 CRITERIA = ("bic", "aic", "heldout")
