@@ -12,7 +12,8 @@ with ``gmm_jax.fit`` from the same initial parameters and prints, as its last li
     max abs difference to single-process fit: <float>
 
 (the largest absolute difference of weights, means and covariances). The launcher relays process
-0's output, stops every process as soon as one fails, and bounds the whole run by ``--timeout``.
+0's output, stops every process as soon as one fails, and bounds the whole run by ``--timeout``;
+a process that makes no progress for ``--stall-timeout`` seconds prints its stacks and exits.
 
 Resumable fits: ``--checkpoint PATH`` makes process 0 write the EM state after every iteration;
 ``--crash-after-iteration J`` then kills process 0 with SIGKILL after iteration J (a simulated
@@ -69,15 +70,25 @@ def free_port() -> int:
 def worker(args) -> None:
     import faulthandler
 
-    # a process still running shortly before the launcher's deadline (a hang, e.g. waiting in a
-    # collective for a process that died) prints every thread's stack and exits
-    faulthandler.dump_traceback_later(max(1.0, args.timeout - 2.0), exit=True)
+    # Watchdog: a process that makes no progress (a stage, or an EM iteration) for
+    # --stall-timeout seconds, or is still running 2 s before the launcher's --timeout (a hang,
+    # e.g. waiting in a collective for a process that died), prints every thread's stack and
+    # exits. alive() re-arms it.
+    end = time.monotonic() + args.timeout - 2.0
+
+    def alive():
+        faulthandler.dump_traceback_later(
+            max(0.5, min(args.stall_timeout, end - time.monotonic())), exit=True)
+
+    alive()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the launcher asks at its deadline
     import jax
 
     jax.config.update("jax_enable_x64", True)
     from gmm_jax import multihost
 
     multihost.initialize(args.coordinator, args.num_processes, args.process_id)
+    alive()
     import hashlib
 
     import gmm_jax
@@ -91,9 +102,11 @@ def worker(args) -> None:
     k, ct = args.n_components, args.covariance_type
     opts = dict(covariance_type=ct, dtype=np.float64)
     start = multihost.initial_params(key, X_local, k, **opts)
+    alive()
     seen = []
 
     def progress(iteration, lower_bound, change, fast):
+        alive()
         seen.append(iteration)
         if args.crash_after_iteration is not None and iteration == args.crash_after_iteration \
                 and me == 0:
@@ -111,6 +124,7 @@ def worker(args) -> None:
                                            max_iter=args.max_iter, **opts)
         resumed_check = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
             jax.tree.leaves(res), jax.tree.leaves(again), strict=True))
+    alive()
     if me != 0:
         return
     digest = hashlib.blake2b(digest_size=16)
@@ -159,7 +173,8 @@ def launch(args) -> int:
                 str(args.num_processes), "--coordinator", coordinator, "--data", data,
                 "--seed", str(args.seed), "--n-components", str(args.n_components),
                 "--covariance-type", args.covariance_type, "--max-iter", str(args.max_iter),
-                "--tol", repr(args.tol), "--timeout", repr(args.timeout)]
+                "--tol", repr(args.tol), "--timeout", repr(args.timeout),
+                "--stall-timeout", repr(args.stall_timeout)]
         if args.checkpoint:
             base += ["--checkpoint", os.path.abspath(args.checkpoint)]
         if args.crash_after_iteration is not None:
@@ -178,10 +193,13 @@ def launch(args) -> int:
             if failed is not None or all(c == 0 for c in codes):
                 break
             if time.monotonic() > deadline:
+                running = [i for i, c in enumerate(codes) if c is None]
+                for i in running:  # ask for their stacks (faulthandler on SIGUSR1)
+                    procs[i].send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
                 print(f"multihost_em: the {args.num_processes} processes did not finish within "
-                      f"--timeout {args.timeout:.0f} s (still running: "
-                      f"{[i for i, c in enumerate(codes) if c is None]}); stopped them.",
-                      file=sys.stderr)
+                      f"--timeout {args.timeout:.0f} s (still running: {running}); stopped "
+                      "them. Their output and stacks:", file=sys.stderr)
                 _dump(logs, file=sys.stderr)
                 return 1
             time.sleep(0.05)
@@ -192,9 +210,12 @@ def launch(args) -> int:
                       f"{args.crash_after_iteration} as asked; run the same command without "
                       f"--crash-after-iteration to resume from {args.checkpoint}.")
                 return CRASH_EXIT
-            if time.monotonic() > deadline - 2.5:  # its faulthandler fired: it was stuck
+            err = logs[failed][1]
+            err.seek(0)
+            if "Timeout (" in err.read():  # its watchdog fired: it was stuck
                 print(f"multihost_em: process {failed} did not finish within --timeout "
-                      f"{args.timeout:.0f} s and dumped its stacks (below); stopped the others.",
+                      f"{args.timeout:.0f} s or made no progress for --stall-timeout "
+                      f"{args.stall_timeout:.0f} s; stopped the others. Its stacks:",
                       file=sys.stderr)
             else:
                 print(f"multihost_em: process {failed} failed with exit code {code}; stopped the "
@@ -221,8 +242,10 @@ def _dump(logs, file) -> None:
         for f in (out, err):
             f.seek(0)
             text = f.read()
+            if len(text) > 12000:  # keep the head (what fired, which thread) and the tail
+                text = f"{text[:6000]}\n[... {len(text) - 12000} characters ...]\n{text[-6000:]}"
             if text:
-                print(text[-6000:], file=file)
+                print(text, file=file)
 
 
 def main(argv=None) -> int:
@@ -240,6 +263,9 @@ def main(argv=None) -> int:
                     help="process 0 kills itself (SIGKILL) after this iteration")
     ap.add_argument("--timeout", type=float, default=300.0,
                     help="seconds the launcher waits for all processes")
+    ap.add_argument("--stall-timeout", type=float, default=120.0,
+                    help="a process that makes no progress (a stage or an EM iteration) for this "
+                         "many seconds prints its stacks and exits")
     ap.add_argument("--platform", default="cpu",
                     help="JAX_PLATFORMS for the local processes ('' keeps the default)")
     ap.add_argument("--process-id", type=int, default=None, help=argparse.SUPPRESS)

@@ -16,16 +16,18 @@ from gmm_jax.streaming import fit_batches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(ROOT, "examples", "multihost_em.py")
-# Bounds, not expectations (one run takes 15-45 s on 2 busy cores): the example's launcher stops
-# every process and fails with their output once LIMIT_S seconds have passed; each process dumps
-# its stacks (faulthandler) 2 s before that, so a hang shows where it hung; the launcher stops the
-# others at once when one process fails (no waiting for a collective that will never complete).
-LIMIT_S = 90
+# Bounds, not expectations (one run takes 15-45 s on 2 busy cores). A hang is caught by the
+# workers' watchdog: a process that makes no progress (a stage or an EM iteration; each takes
+# 0.1-20 s) for STALL_S seconds dumps its stacks (faulthandler) and exits, and the launcher then
+# stops the others at once (no waiting for a collective that will never complete) and fails with
+# the stacks. LIMIT_S bounds the whole run (a slow but progressing run on a busy machine).
+STALL_S = 45
+LIMIT_S = 150
 
 
 def _run_example(*args, env=None):
     cmd = [sys.executable, EXAMPLE, "--num-processes", "2", "--timeout", str(LIMIT_S),
-           *map(str, args)]
+           "--stall-timeout", str(STALL_S), *map(str, args)]
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=LIMIT_S + 10,
                               env=env, cwd=ROOT)
@@ -54,17 +56,22 @@ def test_example_two_processes_equals_single_process_fit():
     assert "2 processes x 1 cpu device(s)" in out.stdout
 
 
-def test_launcher_bounds_a_run_that_does_not_finish():
-    """A job that runs past --timeout ends shortly after it, with the processes' stacks (the
-    workers' faulthandler fires 2 s before the launcher's deadline): no hang, a clear message.
-    Here the bound (3 s) is shorter than one process's start-up, which stands in for a hang."""
+@pytest.mark.parametrize("bound", [
+    ["--timeout", "6"],
+    ["--timeout", "60", "--stall-timeout", "1"],
+], ids=["total", "stall"])
+def test_launcher_bounds_a_run_that_does_not_finish(bound):
+    """A job past --timeout, or a process without progress for --stall-timeout, ends within
+    seconds with the stuck process's stacks (its faulthandler watchdog) and the others stopped:
+    no hang, a clear message. Here the bounds (6 s in all; 1 s without progress) are shorter
+    than the run's start-up and compilation, which stand in for a hang."""
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, EXAMPLE, "--num-processes", "2", "--timeout", "3"],
+    out = subprocess.run([sys.executable, EXAMPLE, "--num-processes", "2", *bound],
                          capture_output=True, text=True, timeout=30, cwd=ROOT)
     elapsed = time.monotonic() - t0
     assert out.returncode == 1, out.stdout + out.stderr
-    assert elapsed < 15, elapsed
-    assert "did not finish within --timeout 3 s" in out.stderr, out.stderr[-3000:]
+    assert elapsed < 20, elapsed
+    assert f"did not finish within --timeout {bound[1]} s" in out.stderr, out.stderr[-3000:]
     assert "Thread 0x" in out.stderr or "Current thread" in out.stderr, out.stderr[-3000:]
 
 
