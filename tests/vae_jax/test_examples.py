@@ -13,10 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _readme_snippet() -> str:
-    section = (ROOT / "benchmarks/results/vae_README_section.md").read_text()
-    blocks = [b.split("\n", 1)[1] for b in section.split("```")[1::2]
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("\n", 1)[1] for b in readme.split("```")[1::2]
               if b.startswith("python") and "fit_gmvae" in b]
-    assert len(blocks) == 1, "expected one python snippet with fit_gmvae in the README section"
+    assert len(blocks) == 1, "expected one python snippet with fit_gmvae in README.md"
     return blocks[0]
 
 
