@@ -3,10 +3,14 @@
 import os
 from pathlib import Path
 
-# Most of the suite's time is XLA compilation of the same few programs in both xdist workers (and
-# in subprocesses). JAX's persistent compilation cache lets them share compiled executables; it
-# lives in the (git-ignored) repository folder .jax_cache, so a second local run is faster still.
-_CACHE = Path(__file__).resolve().parents[1] / ".jax_cache"
+# Most of the suite's time is XLA compilation of the same few programs (in the test process and in
+# subprocesses). JAX's persistent compilation cache lets them reuse compiled executables; it lives
+# in the (git-ignored) repository folder .jax_cache, so a second local run is faster still. Each
+# xdist worker gets a folder of its own: JAX writes cache entries in place (no temporary file and
+# rename, no lock unless a size limit is set), and a worker reading an entry that the other is
+# still writing crashed twice in CI (a segfault while deserialising, an abort while compiling).
+_CACHE = Path(__file__).resolve().parents[1] / ".jax_cache" / os.environ.get(
+    "PYTEST_XDIST_WORKER", "main")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
@@ -36,10 +40,10 @@ def x64():
         yield
 
 
-# A test whose worker process dies (XLA's CPU compiler once aborted mid-compilation, with no
-# message, in a test that passes on every other run) is run once more on a fresh xdist worker; a
-# second crash fails it. Only crashes are retried: assertion failures and errors never are, and a
-# retried test shows as "rerun" in the summary so it is not hidden.
+# A test whose worker process dies (see the cache note above; any other crash of XLA's CPU
+# compiler likewise) is run once more on a fresh xdist worker; a second crash fails it. Only
+# crashes are retried: assertion failures and errors never are, and a retried test shows as
+# "rerun" in the summary so it is not hidden.
 _CRASH_RERUNS: dict = {}
 
 
