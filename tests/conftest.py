@@ -9,12 +9,23 @@ from pathlib import Path
 # xdist worker gets a folder of its own: JAX writes cache entries in place (no temporary file and
 # rename, no lock unless a size limit is set), and a worker reading an entry that the other is
 # still writing crashed twice in CI (a segfault while deserialising, an abort while compiling).
-_CACHE = Path(__file__).resolve().parents[1] / ".jax_cache" / os.environ.get(
-    "PYTEST_XDIST_WORKER", "main")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+_CACHE = Path(__file__).resolve().parents[1] / ".jax_cache"
+_OURS = "_GMM_JAX_TESTS_CACHE"  # marks a folder chosen here, not by the user
+_USER_CACHE = "JAX_COMPILATION_CACHE_DIR" in os.environ and _OURS not in os.environ
 
 import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    # xdist's workers inherit the controller's environment and learn their names only after this
+    # file is imported; JAX reads these variables when the test modules first import it, after
+    # this hook. Subprocesses started by a test inherit the worker's folder.
+    if _USER_CACHE:
+        return
+    worker = getattr(config, "workerinput", {}).get("workerid", "main")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(_CACHE / worker)
+    os.environ[_OURS] = "1"
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 
 def pytest_addoption(parser):
