@@ -5,10 +5,10 @@ from pathlib import Path
 
 # Most of the suite's time is XLA compilation of the same few programs (in the test process and in
 # subprocesses). JAX's persistent compilation cache lets them reuse compiled executables; it lives
-# in the (git-ignored) repository folder .jax_cache, so a second local run is faster still. Each
-# xdist worker gets a folder of its own: JAX writes cache entries in place (no temporary file and
-# rename, no lock unless a size limit is set), and a worker reading an entry that the other is
-# still writing crashed twice in CI (a segfault while deserialising, an abort while compiling).
+# in the (git-ignored) repository folder .jax_cache, one folder per xdist worker (JAX writes
+# entries in place, without a lock). On clean-clone CI runs with jax 0.10.2, a worker process
+# has crashed now and then inside the cache's own code (a segfault serialising or deserialising
+# an executable, once an abort while compiling), also with separate folders: see the rerun hook.
 _CACHE = Path(__file__).resolve().parents[1] / ".jax_cache"
 _OURS = "_GMM_JAX_TESTS_CACHE"  # marks a folder chosen here, not by the user
 _USER_CACHE = "JAX_COMPILATION_CACHE_DIR" in os.environ and _OURS not in os.environ
