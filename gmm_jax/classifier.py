@@ -246,15 +246,9 @@ def fit_classifier_lbg(X, y, max_components: int, *, covariance_type: str = "ful
     from gmm_jax import lbg
     from gmm_jax.fitting import lbg_program
 
-    check_covariance_type(covariance_type)
-    estep.check_method(method)
-    k = validation.check_positive_int(max_components, "max_components")
-    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
-    max_iter = validation.check_positive_int(max_iter, "max_iter")
-    tol = validation.check_nonneg_float(tol, "tol")
-    split_scale = validation.check_nonneg_float(split_scale, "split_scale")
-    if eigenvalue_floor is not None:
-        eigenvalue_floor = validation.check_nonneg_float(eigenvalue_floor, "eigenvalue_floor")
+    k, max_iter, tol, reg_covar, split_scale, eigenvalue_floor = lbg.check_options(
+        covariance_type, method, max_components, max_iter, tol, reg_covar, split_scale,
+        eigenvalue_floor)
     X = validation.check_array(X)
     n, d = X.shape
     y = np.asarray(y)

@@ -129,6 +129,27 @@ def data_direction(Y: Array, w: Array) -> Array:
     return v[:, -1]
 
 
+def check_options(covariance_type, method, max_components, max_iter, tol, reg_covar,
+                  split_scale, eigenvalue_floor):
+    """Validates the options shared by :func:`fit_lbg` and ``fit_classifier_lbg`` (host side).
+
+    Returns:
+        (max_components, max_iter, tol, reg_covar, split_scale, eigenvalue_floor), checked.
+    """
+    from gmm_jax import estep, validation
+
+    cov.check_covariance_type(covariance_type)
+    estep.check_method(method)
+    k = validation.check_positive_int(max_components, "max_components")
+    max_iter = validation.check_positive_int(max_iter, "max_iter")
+    tol = validation.check_nonneg_float(tol, "tol")
+    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
+    split_scale = validation.check_nonneg_float(split_scale, "split_scale")
+    if eigenvalue_floor is not None:
+        eigenvalue_floor = validation.check_nonneg_float(eigenvalue_floor, "eigenvalue_floor")
+    return k, max_iter, tol, reg_covar, split_scale, eigenvalue_floor
+
+
 def fit_lbg(key, X, max_components: int, *, covariance_type: str = "full",
             split_scale: float = 0.1, eigenvalue_floor=None, max_iter: int = 100,
             tol: float = 1e-6, reg_covar: float = 1e-6, sample_weight=None,
@@ -168,16 +189,10 @@ def fit_lbg(key, X, max_components: int, *, covariance_type: str = "full",
     from gmm_jax.fitting import lbg_program, row_bucket
     from gmm_jax.types import FitResult
 
-    cov.check_covariance_type(covariance_type)
-    estep.check_method(method)
     validation.check_key(key)
-    k = validation.check_positive_int(max_components, "max_components")
-    max_iter = validation.check_positive_int(max_iter, "max_iter")
-    tol = validation.check_nonneg_float(tol, "tol")
-    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
-    split_scale = validation.check_nonneg_float(split_scale, "split_scale")
-    if eigenvalue_floor is not None:
-        eigenvalue_floor = validation.check_nonneg_float(eigenvalue_floor, "eigenvalue_floor")
+    k, max_iter, tol, reg_covar, split_scale, eigenvalue_floor = check_options(
+        covariance_type, method, max_components, max_iter, tol, reg_covar, split_scale,
+        eigenvalue_floor)
     X = validation.check_array(X, min_samples=k)
     n, d = X.shape
     sw = validation.check_sample_weight(sample_weight, n, X.dtype)
