@@ -41,7 +41,15 @@ def pytest_addoption(parser):
                      help="run slow accuracy tests and benchmarks")
 
 
+# Modules whose tests start Python subprocesses (the command line, the examples, multi-device
+# and multi-process runs): 5-20 s each. They run first, so that the two xdist workers
+# (``--dist worksteal`` in pyproject.toml) end together on the many short tests instead of one
+# waiting for the other's last long test.
+_FIRST = ("test_distributed.py", "test_multihost.py", "test_cli.py", "test_examples.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in _FIRST)  # stable: file order otherwise
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow")

@@ -34,6 +34,16 @@ def _params(ct, k=3, d=3, seed=0, dtype=np.float64):
         jnp.asarray(w, dtype), jnp.asarray(m, dtype), jnp.asarray(c, dtype), ct)
 
 
+# The library functions under test, compiled once per shape and option (called eagerly, each runs
+# op by op: hundreds of small compiles per test).
+_e_step = jax.jit(gmm_jax.e_step, static_argnames=("chunk_size", "method", "assignment"))
+_bank_moments = jax.jit(estep.bank_moments,
+                        static_argnames=("form", "assignment", "chunk_size", "cols"))
+_chunked_moments = jax.jit(estep.chunked_moments,
+                           static_argnames=("form", "assignment", "chunk_size"))
+_fast_error_bound = jax.jit(estep.fast_error_bound)
+
+
 @jax.jit
 def _all_forms(p, X, w):
     return {f: gmm_jax.e_step(p, X, sample_weight=w, method=f, chunk_size=16) for f in FORMS}
@@ -63,9 +73,9 @@ def test_every_form_gives_the_textbook_m_step(x64, ct):
 def test_statistics_add_over_chunks_and_padding_rows_count_nothing(x64):
     _, _, _, p = _params("full", d=3)
     X = jnp.asarray(blobs(n=50, seed=3))
-    whole, ll = gmm_jax.e_step(p, X, method="exact", chunk_size=64)
-    chunked, ll_c = gmm_jax.e_step(p, X, method="exact", chunk_size=16)  # 4 chunks, padded
-    a, b = gmm_jax.e_step(p, X[:20], method="exact")[0], gmm_jax.e_step(p, X[20:],
+    whole, ll = _e_step(p, X, method="exact", chunk_size=64)
+    chunked, ll_c = _e_step(p, X, method="exact", chunk_size=16)  # 4 chunks, padded
+    a, b = _e_step(p, X[:20], method="exact")[0], _e_step(p, X[20:],
                                                                         method="exact")[0]
     for f in ("Nk", "Fk", "Sk"):
         np.testing.assert_allclose(getattr(chunked, f), getattr(whole, f), rtol=1e-12)
@@ -74,7 +84,7 @@ def test_statistics_add_over_chunks_and_padding_rows_count_nothing(x64):
     # rows of weight zero change nothing
     Xp = jnp.concatenate([X, jnp.full((14, 3), 1e3)])
     wp = jnp.concatenate([jnp.ones(50), jnp.zeros(14)])
-    padded, ll_p = gmm_jax.e_step(p, Xp, sample_weight=wp, shift=gmm_jax.em.default_shift(p),
+    padded, ll_p = _e_step(p, Xp, sample_weight=wp, shift=gmm_jax.em.default_shift(p),
                                   method="exact")
     np.testing.assert_allclose(padded.Sk, whole.Sk, rtol=1e-12)
     np.testing.assert_allclose(ll_p, ll, rtol=1e-13)
@@ -89,9 +99,9 @@ def test_bank_equals_a_loop_of_single_models_and_masked_slots_cost_nothing(x64, 
     bank = jax.tree.map(lambda *a: jnp.stack(a), *models)
     w = jnp.ones(40)
     for form in FORMS:
-        got = estep.bank_moments(bank, X, w, None, form=form, assignment="soft", chunk_size=16)
+        got = _bank_moments(bank, X, w, None, form=form, assignment="soft", chunk_size=16)
         for r, p in enumerate(models):
-            one = estep.chunked_moments(p, X, w, None, form=form, assignment="soft",
+            one = _chunked_moments(p, X, w, None, form=form, assignment="soft",
                                         chunk_size=16)
             for g, o in zip(got, one, strict=True):
                 np.testing.assert_allclose(g[r], o, rtol=1e-11, atol=1e-13, err_msg=form)
@@ -105,9 +115,9 @@ def test_bank_equals_a_loop_of_single_models_and_masked_slots_cost_nothing(x64, 
                        else two.precisions_cholesky[:2])
     cols = (0, 1, 2, 3, 4, 6, 7, 8)  # model 1's slot 2 (flat index 5) is skipped
     for form in FORMS:
-        ref = estep.chunked_moments(two, X, w, None, form=form, assignment="soft", chunk_size=16)
+        ref = _chunked_moments(two, X, w, None, form=form, assignment="soft", chunk_size=16)
         for c in (None, cols):
-            got = estep.bank_moments(masked, X, w, None, form=form, assignment="soft",
+            got = _bank_moments(masked, X, w, None, form=form, assignment="soft",
                                      chunk_size=16, cols=c)
             np.testing.assert_allclose(got[0][1, :2], ref[0], rtol=1e-11, err_msg=form)
             assert float(got[0][1, 2]) == 0.0
@@ -122,10 +132,10 @@ def test_hard_assignment_and_labels_in_the_posterior(x64):
     lp = np.asarray(gmm_jax.log_prob_components(p, X))
     labels = np.where(np.arange(30) % 3 == 0, 2, -1)
     for form in FORMS:
-        stats, ll = gmm_jax.e_step(p, X, method=form, assignment="hard")
+        stats, ll = _e_step(p, X, method=form, assignment="hard")
         np.testing.assert_allclose(stats.Nk, np.bincount(lp.argmax(1), minlength=3), atol=1e-12)
         np.testing.assert_allclose(ll, lp.max(1).mean(), rtol=1e-12)
-        stats, ll = gmm_jax.e_step(p, X, method=form, labels=jnp.asarray(labels))
+        stats, ll = _e_step(p, X, method=form, labels=jnp.asarray(labels))
         r = np.exp(lp - logsumexp(lp, 1, keepdims=True))
         r[labels >= 0] = np.eye(3)[2]
         np.testing.assert_allclose(stats.Nk, r.sum(0), rtol=1e-12)
@@ -150,12 +160,12 @@ def _e_step_f32_vs_f64(X, r, ct):
         p64 = gmm_jax.params_from_covariances(r["weights"], r["means"], r["covariances"], ct)
         p32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), p64)
         # reference: float64 arithmetic on exactly the float32 parameters and data
-        ref = float(gmm_jax.e_step(jax.tree.map(lambda a: a.astype(jnp.float64), p32),
+        ref = float(_e_step(jax.tree.map(lambda a: a.astype(jnp.float64), p32),
                                    jnp.asarray(X.astype(np.float32), jnp.float64),
                                    method="whitened")[1])
-    got = {m: float(gmm_jax.e_step(p32, jnp.asarray(X, jnp.float32), method=m)[1])
+    got = {m: float(_e_step(p32, jnp.asarray(X, jnp.float32), method=m)[1])
            for m in ("auto", "whitened", "expanded64")}
-    bound = float(estep.fast_error_bound(p32._replace(
+    bound = float(_fast_error_bound(p32._replace(
         means=p32.means - gmm_jax.em.default_shift(p32))))
     return ref, got, bound
 
@@ -189,11 +199,11 @@ def test_error_bound_holds_and_chooses_the_exact_form_where_needed(ct):
     X, r = _digits_params(ct, 12)
     with jax.enable_x64(True):
         p64 = gmm_jax.params_from_covariances(r["weights"], r["means"], r["covariances"], ct)
-        ref = float(gmm_jax.e_step(p64, jnp.asarray(X), method="whitened")[1])
+        ref = float(_e_step(p64, jnp.asarray(X), method="whitened")[1])
     p32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), p64)
-    fast = float(gmm_jax.e_step(p32, jnp.asarray(X, jnp.float32), method="fast")[1])
+    fast = float(_e_step(p32, jnp.asarray(X, jnp.float32), method="fast")[1])
     shift = gmm_jax.em.default_shift(p32)
-    bound = float(estep.fast_error_bound(p32._replace(means=p32.means - shift)))
+    bound = float(_fast_error_bound(p32._replace(means=p32.means - shift)))
     err = abs(fast - ref)
     assert err > 1e-5 * abs(ref)  # the expansion really fails here ...
     assert bound >= err  # ... and the bound says so
@@ -204,11 +214,11 @@ def test_error_bound_holds_and_chooses_the_exact_form_where_needed(ct):
     rb = numpy_m_step(Xb, np.eye(4)[labels], ct, 1e-6)
     with jax.enable_x64(True):
         pb64 = gmm_jax.params_from_covariances(rb["weights"], rb["means"], rb["covariances"], ct)
-        refb = float(gmm_jax.e_step(pb64, jnp.asarray(Xb), method="whitened")[1])
+        refb = float(_e_step(pb64, jnp.asarray(Xb), method="whitened")[1])
     pb = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), pb64)
-    fastb = float(gmm_jax.e_step(pb, jnp.asarray(Xb, jnp.float32), method="fast")[1])
+    fastb = float(_e_step(pb, jnp.asarray(Xb, jnp.float32), method="fast")[1])
     sb = gmm_jax.em.default_shift(pb)
-    boundb = float(estep.fast_error_bound(pb._replace(means=pb.means - sb)))
+    boundb = float(_fast_error_bound(pb._replace(means=pb.means - sb)))
     assert abs(fastb - refb) <= boundb
     assert bool(estep.fast_is_safe(jnp.float32(boundb), jnp.float32(refb)))
 
