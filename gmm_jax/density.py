@@ -3,7 +3,9 @@
 ``log_prob_components(params, X)[n, k] = log w_k + log N(x_n | mu_k, Sigma_k)``; every other
 quantity (per-sample log-likelihood, responsibilities, hard labels) is a log-sum-exp or a softmax
 of it. All functions are pure and jit/vmap/grad friendly: vae_jax vmaps ``responsibilities`` over a
-batch of per-sample mixtures (GMVAE) and differentiates through it.
+batch of per-sample mixtures (GMVAE) and differentiates through it. Each is one ``jax.jit``
+program, so a call outside any transform compiles once per shape instead of dispatching (and
+compiling) its operations one by one.
 
 The density is computed in the exact form (``x - mu_k`` first, then the precision factor), so it
 is accurate in float32 for data far from the origin and for ill-conditioned covariances; rows are
@@ -33,6 +35,7 @@ def _check(params: GMMParams, X: Array) -> None:
     chex.assert_shape(params.weights, (params.means.shape[0],))
 
 
+@jax.jit
 def log_prob_components(params: GMMParams, X: Array) -> Array:
     """Joint log-density of each sample and each component.
 
@@ -67,22 +70,26 @@ def log_prob_components(params: GMMParams, X: Array) -> Array:
     return jax.lax.map(block, Xp).reshape(nb * size, k)[:n]
 
 
+@jax.jit
 def log_likelihood(params: GMMParams, X: Array) -> Array:
     """(N,) per-sample mixture log-density ``log sum_k w_k N(x_n | mu_k, Sigma_k)``."""
     return jax.nn.logsumexp(log_prob_components(params, X), axis=-1)
 
 
+@jax.jit
 def log_responsibilities(params: GMMParams, X: Array) -> Array:
     """(N, K) ``log p(k | x_n)``, normalised with log-sum-exp."""
     lp = log_prob_components(params, X)
     return lp - jax.nn.logsumexp(lp, axis=-1, keepdims=True)
 
 
+@jax.jit
 def responsibilities(params: GMMParams, X: Array) -> Array:
     """(N, K) posterior component probabilities ``p(k | x_n)`` (the E-step's gamma)."""
     return jax.nn.softmax(log_prob_components(params, X), axis=-1)
 
 
+@jax.jit
 def predict(params: GMMParams, X: Array) -> Array:
     """(N,) int32 index of the most probable component of each sample."""
     return jnp.argmax(log_prob_components(params, X), axis=-1).astype(jnp.int32)

@@ -45,7 +45,8 @@ def pytest_addoption(parser):
 # and multi-process runs): 5-20 s each. They run first, so that the two xdist workers
 # (``--dist worksteal`` in pyproject.toml) end together on the many short tests instead of one
 # waiting for the other's last long test.
-_FIRST = ("test_distributed.py", "test_multihost.py", "test_cli.py", "test_examples.py")
+_FIRST = ("test_distributed.py", "test_multihost.py", "test_cli.py", "test_examples.py",
+          "test_streaming.py")
 
 
 def pytest_collection_modifyitems(config, items):
