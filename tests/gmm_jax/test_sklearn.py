@@ -250,3 +250,22 @@ def test_params_property_feeds_functional_api():
                                    rtol=1e-12)
         np.testing.assert_array_equal(gmm_jax.predict(p, X_BLOBS), gm.predict(X_BLOBS))
         np.testing.assert_allclose(gmm_jax.bic(p, X_BLOBS), gm.bic(X_BLOBS), rtol=1e-12)
+
+
+def test_estimators_load_scikit_learn_on_first_use():
+    """``import gmm_jax`` (and the gmm-jax command) start without scikit-learn; the estimators
+    are still attributes of the package and load it when first used."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gmm_jax, gmm_jax.cli\n"
+            "assert 'sklearn.base' not in sys.modules, 'import gmm_jax loaded scikit-learn'\n"
+            "assert {'GaussianMixture', 'GMMClassifier'} <= set(dir(gmm_jax))\n"
+            "from gmm_jax import GaussianMixture\n"
+            "assert GaussianMixture.__module__ == 'gmm_jax.sklearn'\n"
+            "assert gmm_jax.GMMClassifier.__name__ == 'GMMClassifier'\n"
+            "assert 'sklearn.base' in sys.modules\n"
+            "print('LAZY_OK')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "LAZY_OK" in out.stdout, out.stderr[-2000:]
