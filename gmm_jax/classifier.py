@@ -108,11 +108,8 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
     estep.check_method(method)
     key = validation.check_key(key)
     n_init = validation.check_positive_int(n_init, "n_init")
-    max_iter = validation.check_positive_int(max_iter, "max_iter")
-    tol = validation.check_nonneg_float(tol, "tol")
-    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
-    if eigenvalue_floor is not None:
-        eigenvalue_floor = validation.check_nonneg_float(eigenvalue_floor, "eigenvalue_floor")
+    max_iter, tol, reg_covar, eigenvalue_floor = validation.check_loop_options(
+        max_iter, tol, reg_covar, eigenvalue_floor)
     X = validation.check_array(X)
     n, d = X.shape
     y = np.asarray(y)

@@ -508,12 +508,9 @@ def fit(
     estep.check_assignment(assignment)
     if loop not in LOOPS:
         raise ValueError(f"loop must be 'while' or 'scan', got {loop!r}.")
-    max_iter = validation.check_positive_int(max_iter, "max_iter")
+    max_iter, tol, reg_covar, eigenvalue_floor = validation.check_loop_options(
+        max_iter, tol, reg_covar, eigenvalue_floor)
     n_init = validation.check_positive_int(n_init, "n_init")
-    tol = validation.check_nonneg_float(tol, "tol")
-    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
-    if eigenvalue_floor is not None:
-        eigenvalue_floor = validation.check_nonneg_float(eigenvalue_floor, "eigenvalue_floor")
     if max_components is None:
         k_slots = validation.check_positive_int(n_components, "n_components")
         n_active = k_slots

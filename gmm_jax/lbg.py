@@ -141,12 +141,9 @@ def check_options(covariance_type, method, max_components, max_iter, tol, reg_co
     cov.check_covariance_type(covariance_type)
     estep.check_method(method)
     k = validation.check_positive_int(max_components, "max_components")
-    max_iter = validation.check_positive_int(max_iter, "max_iter")
-    tol = validation.check_nonneg_float(tol, "tol")
-    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
+    max_iter, tol, reg_covar, eigenvalue_floor = validation.check_loop_options(
+        max_iter, tol, reg_covar, eigenvalue_floor)
     split_scale = validation.check_nonneg_float(split_scale, "split_scale")
-    if eigenvalue_floor is not None:
-        eigenvalue_floor = validation.check_nonneg_float(eigenvalue_floor, "eigenvalue_floor")
     return k, max_iter, tol, reg_covar, split_scale, eigenvalue_floor
 
 

@@ -261,11 +261,8 @@ def _select(key, X, candidates, *, covariance_type="full", criterion="bic", n_fo
     if len(set(cands)) != len(cands):
         raise ValueError(f"candidates must be distinct, got {cands}.")
     n_init = validation.check_positive_int(n_init, "n_init")
-    max_iter = validation.check_positive_int(max_iter, "max_iter")
-    tol = validation.check_nonneg_float(tol, "tol")
-    reg_covar = validation.check_nonneg_float(reg_covar, "reg_covar")
-    if eigenvalue_floor is not None:
-        eigenvalue_floor = validation.check_nonneg_float(eigenvalue_floor, "eigenvalue_floor")
+    max_iter, tol, reg_covar, eigenvalue_floor = validation.check_loop_options(
+        max_iter, tol, reg_covar, eigenvalue_floor)
     X, w, n = _prepare(X, sample_weight, max(cands))
     n_pad, d = X.shape
     kw = dict(covariance_type=covariance_type, n_init=n_init, max_iter=max_iter, tol=tol,

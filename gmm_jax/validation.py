@@ -181,14 +181,22 @@ def check_nonneg_float(value, name: str):
     return float(value)
 
 
-def check_em_options(n_components, max_iter, tol, reg_covar) -> tuple:
-    """Validates the options every EM entry point shares; returns them normalised."""
+def check_loop_options(max_iter, tol, reg_covar, eigenvalue_floor=None) -> tuple:
+    """Validates the options of the EM loop (the eigenvalue floor is optional: None stays None);
+    returns (max_iter, tol, reg_covar, eigenvalue_floor) normalised."""
     return (
-        check_positive_int(n_components, "n_components"),
         check_positive_int(max_iter, "max_iter"),
         check_nonneg_float(tol, "tol"),
         check_nonneg_float(reg_covar, "reg_covar"),
+        None if eigenvalue_floor is None else check_nonneg_float(eigenvalue_floor,
+                                                                 "eigenvalue_floor"),
     )
+
+
+def check_em_options(n_components, max_iter, tol, reg_covar) -> tuple:
+    """Validates the options every EM entry point shares; returns them normalised."""
+    return (check_positive_int(n_components, "n_components"),
+            *check_loop_options(max_iter, tol, reg_covar)[:3])
 
 
 def check_key(key):
