@@ -57,13 +57,13 @@ def test_example_two_processes_equals_single_process_fit():
 
 
 @pytest.mark.parametrize("bound", [
-    ["--timeout", "6"],
+    ["--timeout", "4"],
     ["--timeout", "60", "--stall-timeout", "1"],
 ], ids=["total", "stall"])
 def test_launcher_bounds_a_run_that_does_not_finish(bound):
     """A job past --timeout, or a process without progress for --stall-timeout, ends within
     seconds with the stuck process's stacks (its faulthandler watchdog) and the others stopped:
-    no hang, a clear message. Here the bounds (6 s in all; 1 s without progress) are shorter
+    no hang, a clear message. Here the bounds (4 s in all; 1 s without progress) are shorter
     than the run's start-up and compilation, which stand in for a hang."""
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, EXAMPLE, "--num-processes", "2", *bound],

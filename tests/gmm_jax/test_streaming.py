@@ -47,7 +47,11 @@ def _assert_same_result(a, b):
 @pytest.mark.parametrize("covariance_type", gmm_jax.COVARIANCE_TYPES)
 def test_fit_batches_equals_full_batch(x64, covariance_type):
     X = _blobs() * 0.4  # overlapping clusters: EM needs many iterations
-    start = gmm_jax.fit(0, X, 3, covariance_type=covariance_type, max_iter=1, tol=0.0).params
+    # three data rows as means and unit covariances (no one-iteration fit: one program less)
+    shape = cov.covariance_shape(covariance_type, 3, 3)
+    covs = np.broadcast_to(np.eye(3), shape) if cov.is_matrix(covariance_type) else np.ones(shape)
+    start = gmm_jax.params_from_covariances(np.full(3, 1 / 3), X[[0, 1, 2]], covs,
+                                            covariance_type)
     full = gmm_jax.fit(0, X, 3, covariance_type=covariance_type, tol=1e-8, max_iter=60,
                        **_init_arrays(start))
     batches = [X[i:i + 128] for i in range(0, len(X), 128)]  # last batch is partial
