@@ -23,7 +23,7 @@ from gmm_jax import estep, validation
 from gmm_jax.covariance import check_covariance_type
 from gmm_jax.density import log_likelihood
 from gmm_jax.em import auto_chunk
-from gmm_jax.fitting import FEATURE_CACHE_BYTES, bank_program, restart_keys, row_bucket
+from gmm_jax.fitting import FEATURE_CACHE_BYTES, bank_program, pad_groups, restart_keys
 from gmm_jax.init import check_init
 from gmm_jax.selection import _best_restarts
 from gmm_jax.types import GMMParams
@@ -139,14 +139,8 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
             raise ValueError(f"{name} has fewer than {k} samples with positive weight.")
     mass = np.array([w[r].astype(np.float64).sum() for r in rows])
     prior = _priors(priors, labels, mass)
-    # one padded block per class
-    n_max = row_bucket(max(r.size for r in rows))
-    g = len(labels)
-    Xg = np.zeros((g, n_max, d), X.dtype)
-    wg = np.zeros((g, n_max), X.dtype)
-    for i, r in enumerate(rows):
-        Xg[i, :r.size] = X[r]
-        wg[i, :r.size] = w[r]
+    Xg, wg = pad_groups(X, w, rows)  # one padded block per class
+    g, n_max = wg.shape
     k_max = max(ks)
     keys = jax.vmap(lambda i: restart_keys(jax.random.fold_in(key, i), n_init))(
         jnp.arange(g))
@@ -257,12 +251,8 @@ def fit_classifier_lbg(X, y, max_components: int, *, covariance_type: str = "ful
         if r.size < k:
             raise ValueError(f"class {cls} has {r.size} samples, fewer than max_components={k}.")
     prior = _priors(priors, list(range(c)), np.array([r.size for r in rows], np.float64))
-    n_max = row_bucket(max(r.size for r in rows))
-    Xg = np.zeros((c, n_max, d), X.dtype)
-    wg = np.zeros((c, n_max), X.dtype)
-    for i, r in enumerate(rows):
-        Xg[i, :r.size] = X[r]
-        wg[i, :r.size] = 1.0
+    Xg, wg = pad_groups(X, np.ones(n, X.dtype), rows)
+    n_max = wg.shape[1]
     dtype = X.dtype
     stages, shift = lbg_program(
         jnp.asarray(Xg), jnp.asarray(wg), jnp.asarray(tol, dtype), jnp.asarray(reg_covar, dtype),

@@ -78,6 +78,27 @@ def row_bucket(n: int) -> int:
     return -(-n // granule) * granule
 
 
+
+def pad_groups(X: np.ndarray, w: np.ndarray, rows: list) -> tuple[np.ndarray, np.ndarray]:
+    """Each group's rows as one zero-weight-padded block, for a bank that fits groups together.
+
+    Args:
+        X: (N, D) data.
+        w: (N,) sample weights.
+        rows: G index arrays, the rows of each group (a class of a classifier).
+
+    Returns:
+        ``(Xg, wg)``: (G, B, D) data and (G, B) weights, B = ``row_bucket`` of the largest group;
+        rows past a group's size are zero with weight zero.
+    """
+    n_max = row_bucket(max(r.size for r in rows))
+    Xg = np.zeros((len(rows), n_max, X.shape[1]), X.dtype)
+    wg = np.zeros((len(rows), n_max), X.dtype)
+    for i, r in enumerate(rows):
+        Xg[i, :r.size] = X[r]
+        wg[i, :r.size] = w[r]
+    return Xg, wg
+
 # ------------------------------------------------------------------------------- the bank
 class BankConfig(NamedTuple):
     """Static configuration of a bank of EM models (hashable: it keys the compiled program)."""
