@@ -17,6 +17,7 @@ expands to a (K, D) array of per-component, per-feature precision factors.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -183,6 +184,13 @@ def safe_log_weights(weights: Array) -> Array:
 
 
 # --------------------------------------------------------------------------------- conversions
+# The conversions are jitted (the type is static): called on concrete arrays (building or
+# reading parameters) each is one compiled program instead of a dozen op-by-op dispatches, each
+# a small compile of its own for every new shape; inside a caller's trace they inline.
+_jit_by_type = partial(jax.jit, static_argnames="covariance_type")
+
+
+@_jit_by_type
 def precision_cholesky_from_covariances(covariances: Array, covariance_type: str) -> Array:
     """Cholesky factor of the precision, ``L`` with ``inv(cov) = L L^T``.
 
@@ -194,6 +202,7 @@ def precision_cholesky_from_covariances(covariances: Array, covariance_type: str
     return jax.lax.rsqrt(covariances)
 
 
+@_jit_by_type
 def stabilised_precision_cholesky(covariances: Array, covariance_type: str) -> tuple[Array, Array]:
     """(covariances, precisions_cholesky) with jitter added where the factorisation fails."""
     if is_matrix(covariance_type):
@@ -202,6 +211,7 @@ def stabilised_precision_cholesky(covariances: Array, covariance_type: str) -> t
     return covariances, jax.lax.rsqrt(covariances)
 
 
+@_jit_by_type
 def precision_cholesky_from_precisions(precisions: Array, covariance_type: str) -> Array:
     """Cholesky factor from precision matrices, ``L`` upper with ``P = L L^T`` (full, tied)."""
     if is_matrix(covariance_type):
@@ -209,6 +219,7 @@ def precision_cholesky_from_precisions(precisions: Array, covariance_type: str) 
     return jnp.sqrt(precisions)
 
 
+@_jit_by_type
 def covariances_from_precision_cholesky(prec_chol: Array, covariance_type: str) -> Array:
     """Inverse of :func:`precision_cholesky_from_covariances`."""
     if is_matrix(covariance_type):
@@ -216,6 +227,7 @@ def covariances_from_precision_cholesky(prec_chol: Array, covariance_type: str) 
     return 1.0 / prec_chol**2
 
 
+@_jit_by_type
 def precisions_from_cholesky(prec_chol: Array, covariance_type: str) -> Array:
     """Precision matrices (or precisions for diagonal types) from their Cholesky factor."""
     if is_matrix(covariance_type):

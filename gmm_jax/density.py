@@ -15,6 +15,8 @@ log-density ``-inf``.
 
 from __future__ import annotations
 
+from functools import partial
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -108,11 +110,15 @@ def params_from_covariances(
         covariance_type: one of ``gmm_jax.COVARIANCE_TYPES``.
     """
     cov.check_covariance_type(covariance_type)
-    weights = jnp.asarray(weights)
-    covariances = jnp.asarray(covariances)
+    return _params_from_covariances(jnp.asarray(weights), jnp.asarray(means),
+                                    jnp.asarray(covariances), covariance_type=covariance_type)
+
+
+@partial(jax.jit, static_argnames="covariance_type")
+def _params_from_covariances(weights, means, covariances, covariance_type):
     return GMMParams(
         weights=weights / jnp.sum(weights),
-        means=jnp.asarray(means),
+        means=means,
         covariances=covariances,
         precisions_cholesky=cov.precision_cholesky_from_covariances(covariances, covariance_type),
         covariance_type=covariance_type,
