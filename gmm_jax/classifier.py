@@ -154,15 +154,17 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
         loop="while", chunk_size=auto_chunk(n_max, k_max, d, n_init), assignment="soft",
         method=method, cache_bytes=FEATURE_CACHE_BYTES,  # classes differ in K: no compaction
         exact_kernel=estep.exact_kernel(covariance_type))
+    # picking the best restarts on the host: op-by-op indexing would compile per shape
     lb = np.asarray(out["lower_bound"])
-    best = jnp.asarray(_best_restarts(lb, 1, n_init)[:, 0])  # (G,)
-    params = jax.tree.map(lambda a: a[jnp.arange(g), best], out["params"])
+    best = _best_restarts(lb, 1, n_init)[:, 0]  # (G,)
+    params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[np.arange(g), best]),
+                          out["params"])
     with np.errstate(divide="ignore"):
         log_prior = np.log(prior)
     return ClassifierParams(
         params=params,
         class_log_prior=jnp.asarray(log_prior, dtype),
-        converged=jnp.asarray(np.asarray(out["converged"])[np.arange(g), np.asarray(best)]),
+        converged=jnp.asarray(np.asarray(out["converged"])[np.arange(g), best]),
         labels=jnp.asarray(labels, jnp.int32),
         n_components=jnp.asarray(ks, jnp.int32),
     )
@@ -262,11 +264,14 @@ def fit_classifier_lbg(X, y, max_components: int, *, covariance_type: str = "ful
         exact_kernel=estep.exact_kernel(covariance_type))
     out = []
     log_prior = jnp.asarray(np.log(prior), dtype)
+    # each stage taken apart on the host: op-by-op indexing would compile per stage and shape
+    stages, shift = jax.tree.map(np.asarray, (stages, shift))
     for s, _ in enumerate(lbg.stage_sizes(k)):
         p = jax.tree.map(lambda a, s=s: a[s, :, 0], stages["params"])
-        p = p._replace(means=jnp.where(p.weights[..., None] > 0, p.means + shift[:, None, :],
-                                       p.means))
-        out.append(ClassifierParams(p, log_prior, stages["converged"][s, :, 0],
+        p = p._replace(means=np.where(p.weights[..., None] > 0, p.means + shift[:, None, :],
+                                      p.means))
+        out.append(ClassifierParams(jax.tree.map(jnp.asarray, p), log_prior,
+                                    jnp.asarray(stages["converged"][s, :, 0]),
                                     jnp.arange(c, dtype=jnp.int32),
-                                    jnp.sum(p.weights > 0, axis=1).astype(jnp.int32)))
+                                    jnp.asarray(np.sum(p.weights > 0, axis=1), jnp.int32)))
     return out

@@ -583,7 +583,10 @@ def fit(
             if lab is not None:
                 lab = np.concatenate([lab, np.full((n_pad - n,), -1, np.int32)])
             n = n_pad
-    w = jnp.ones((n,), dtype) if sw is None else jnp.asarray(sw, dtype)
+    if sw is not None:
+        w = jnp.asarray(sw, dtype)
+    else:  # a host array when concrete: jnp.ones would compile for every new N
+        w = jnp.asarray(np.ones((n,), dtype)) if concrete else jnp.ones((n,), dtype)
     if chunk_size is None:
         chunk_size = auto_chunk(n, k_slots, d, n_init)
     result = _fit_program(

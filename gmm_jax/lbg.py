@@ -206,18 +206,20 @@ def fit_lbg(key, X, max_components: int, *, covariance_type: str = "full",
         chunk_size=auto_chunk(n_pad, k, d), method=method, split_scale=float(split_scale),
         exact_kernel=estep.exact_kernel(covariance_type))
     results = []
+    # each stage taken apart on the host: op-by-op indexing would compile per stage and shape
+    stages, shift = jax.tree.map(np.asarray, (stages, shift))
+    tied = cov.is_tied(covariance_type)
     for s, size in enumerate(stage_sizes(k)):
         p = jax.tree.map(lambda a, s=s: a[s, 0, 0], stages["params"])
-        tied = cov.is_tied(covariance_type)
         p = GMMParams(p.weights[:size], p.means[:size] + shift[0],
                       p.covariances if tied else p.covariances[:size],
                       p.precisions_cholesky if tied else p.precisions_cholesky[:size],
                       covariance_type)
-        pick = lambda a, s=s: a[s, 0, 0]  # noqa: E731
+        pick = lambda a, s=s: jnp.asarray(a[s, 0, 0])  # noqa: E731
         lb = pick(stages["lower_bound"])
         results.append(FitResult(
-            params=p, log_likelihood=lb, history=pick(stages["history"]),
-            n_iter=pick(stages["n_iter"]), converged=pick(stages["converged"]),
-            restart_log_likelihoods=lb[None], n_repaired=pick(stages["n_repaired"]),
-            fast_path=stages["fast_path"][s]))
+            params=jax.tree.map(jnp.asarray, p), log_likelihood=lb,
+            history=pick(stages["history"]), n_iter=pick(stages["n_iter"]),
+            converged=pick(stages["converged"]), restart_log_likelihoods=lb[None],
+            n_repaired=pick(stages["n_repaired"]), fast_path=jnp.asarray(stages["fast_path"][s])))
     return tuple(results)

@@ -271,7 +271,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.converged_ = bool(res.converged)
             self.n_iter_ = n_iter
             self.lower_bound_ = float(res.log_likelihood)
-            self.lower_bounds_ = [float(v) for v in np.asarray(res.history[:n_iter])]
+            self.lower_bounds_ = [float(v) for v in np.asarray(res.history)[:n_iter]]
             self.n_repaired_ = int(res.n_repaired)
         if self.verbose:
             print(f"GaussianMixture: n_iter={n_iter} lower_bound={self.lower_bound_:.6g} "
