@@ -16,6 +16,11 @@ from flax import nnx
 from vae_jax import validation
 from vae_jax.train import evaluate
 
+# one compiled program per model structure and n (the component is traced, so every row of a
+# cluster grid reuses it) instead of a few dozen op-by-op dispatches, each a compile of its own
+_generate = nnx.jit(lambda model, key, component, n: model.generate(key, component, n),
+                    static_argnums=3)
+
 Array = jax.Array
 
 
@@ -77,7 +82,7 @@ def generate(model: nnx.Module, key: Array, component: int, n: int) -> np.ndarra
                          f"{component}")
     n = validation.check_int(n, "n")
     key = validation.check_key(key)
-    return np.asarray(model.generate(key, jnp.int32(component), n))
+    return np.asarray(_generate(model, key, jnp.int32(component), n))
 
 
 def cluster_grid(
