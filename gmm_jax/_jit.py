@@ -18,8 +18,22 @@ import os
 import threading
 
 import jax
+import numpy as np
 
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+def as_array(a) -> jax.Array:
+    """``jnp.asarray(a)`` without a compile for NumPy input.
+
+    With jax 0.10, ``jnp.asarray`` of a NumPy array lifts it through ``lax.stage``, a small XLA
+    program compiled once per shape and dtype; ``jax.device_put`` transfers it with the same
+    dtype canonicalisation and compiles nothing. Anything else (tracers, scalars, lists) goes to
+    ``jnp.asarray``.
+    """
+    if isinstance(a, np.ndarray):
+        return jax.device_put(a)
+    return jax.numpy.asarray(a)
 
 _STATE = threading.local()
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from gmm_jax import covariance as cov
+from gmm_jax._jit import as_array
 from gmm_jax.types import GMMParams
 
 Array = jax.Array
@@ -110,8 +111,8 @@ def params_from_covariances(
         covariance_type: one of ``gmm_jax.COVARIANCE_TYPES``.
     """
     cov.check_covariance_type(covariance_type)
-    return _params_from_covariances(jnp.asarray(weights), jnp.asarray(means),
-                                    jnp.asarray(covariances), covariance_type=covariance_type)
+    return _params_from_covariances(as_array(weights), as_array(means), as_array(covariances),
+                                    covariance_type=covariance_type)
 
 
 @partial(jax.jit, static_argnames="covariance_type")

@@ -20,6 +20,7 @@ import numpy as np
 
 from gmm_jax import covariance as cov
 from gmm_jax import estep
+from gmm_jax._jit import cpu_tuned_jit
 from gmm_jax.chunking import sum_over_chunks
 from gmm_jax.mstep import m_step, repair_components
 from gmm_jax.types import GMMParams, SuffStats
@@ -106,6 +107,7 @@ def stats_from_responsibilities(
     return SuffStats(Nk, Fk, Sk, shift, ct, cov.identity_basis(ct, k, d, X.dtype))
 
 
+@cpu_tuned_jit(static_argnames=("chunk_size", "method", "assignment"))
 def e_step(
     params: GMMParams,
     X: Array,

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from gmm_jax import covariance as cov
 from gmm_jax import linalg
+from gmm_jax._jit import cpu_tuned_jit
 from gmm_jax.types import GMMParams, SuffStats
 
 Array = jax.Array
@@ -36,6 +37,7 @@ def _active(stats: SuffStats, active) -> Array:
     return jnp.asarray(active, bool)
 
 
+@cpu_tuned_jit
 def m_step(stats: SuffStats, *, reg_covar=1e-6, active=None, eigenvalue_floor=None) -> GMMParams:
     """M-step: maximum-likelihood parameters from sufficient statistics.
 
