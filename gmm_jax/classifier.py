@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax import estep, validation
+from gmm_jax._jit import as_array
 from gmm_jax.covariance import check_covariance_type
 from gmm_jax.density import log_likelihood
 from gmm_jax.em import auto_chunk
@@ -147,7 +148,7 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
     n_active = jnp.broadcast_to(jnp.asarray(ks, jnp.int32)[:, None], (g, n_init))
     dtype = X.dtype
     out = bank_program(
-        keys, jnp.asarray(Xg), jnp.asarray(wg), None, None, jnp.asarray(tol, dtype),
+        keys, as_array(Xg), as_array(wg), None, None, jnp.asarray(tol, dtype),
         jnp.asarray(reg_covar, dtype),
         None if eigenvalue_floor is None else jnp.asarray(eigenvalue_floor, dtype), n_active,
         n_components=k_max, covariance_type=covariance_type, max_iter=max_iter, init=init,
@@ -257,7 +258,7 @@ def fit_classifier_lbg(X, y, max_components: int, *, covariance_type: str = "ful
     n_max = wg.shape[1]
     dtype = X.dtype
     stages, shift = lbg_program(
-        jnp.asarray(Xg), jnp.asarray(wg), jnp.asarray(tol, dtype), jnp.asarray(reg_covar, dtype),
+        as_array(Xg), as_array(wg), jnp.asarray(tol, dtype), jnp.asarray(reg_covar, dtype),
         None if eigenvalue_floor is None else jnp.asarray(eigenvalue_floor, dtype),
         n_components=k, covariance_type=covariance_type, max_iter=max_iter,
         chunk_size=auto_chunk(n_max, k, d), method=method, split_scale=float(split_scale),

@@ -30,7 +30,7 @@ import numpy as np
 
 from gmm_jax import covariance as cov
 from gmm_jax import estep, lbg, natural, validation
-from gmm_jax._jit import cpu_tuned_jit
+from gmm_jax._jit import as_array, cpu_tuned_jit
 from gmm_jax.chunking import n_chunks, pad_rows
 from gmm_jax.em import auto_chunk, check_monotone, em_iterations, stats_from_responsibilities
 from gmm_jax.init import check_init, initial_responsibilities
@@ -586,17 +586,17 @@ def fit(
     if sw is not None:
         w = jnp.asarray(sw, dtype)
     else:  # a host array when concrete: jnp.ones would compile for every new N
-        w = jnp.asarray(np.ones((n,), dtype)) if concrete else jnp.ones((n,), dtype)
+        w = as_array(np.ones((n,), dtype)) if concrete else jnp.ones((n,), dtype)
     if chunk_size is None:
         chunk_size = auto_chunk(n, k_slots, d, n_init)
     result = _fit_program(
-        key, jnp.asarray(X), w, None if lab is None else jnp.asarray(lab, jnp.int32),
+        key, as_array(X), w, None if lab is None else jnp.asarray(lab, jnp.int32),
         jnp.asarray(tol, dtype), jnp.asarray(reg_covar, dtype),
         None if eigenvalue_floor is None else jnp.asarray(eigenvalue_floor, dtype),
         jnp.asarray(n_active, jnp.int32),
-        None if w_init is None else jnp.asarray(w_init),
-        None if m_init is None else jnp.asarray(m_init),
-        None if p_init is None else jnp.asarray(p_init),
+        None if w_init is None else as_array(w_init),
+        None if m_init is None else as_array(m_init),
+        None if p_init is None else as_array(p_init),
         n_components=k_slots, covariance_type=covariance_type, max_iter=max_iter,
         n_init=n_init, init=init, loop=loop, chunk_size=chunk_size, assignment=assignment,
         method=method, cache_bytes=int(feature_cache_bytes), callback=callback,

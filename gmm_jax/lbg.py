@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax import covariance as cov
+from gmm_jax._jit import as_array
 from gmm_jax.types import GMMParams
 
 Array = jax.Array
@@ -200,7 +201,7 @@ def fit_lbg(key, X, max_components: int, *, covariance_type: str = "full",
         w = np.concatenate([w, np.zeros(n_pad - n, X.dtype)])
     dtype = X.dtype
     stages, shift = lbg_program(
-        jnp.asarray(X), jnp.asarray(w), jnp.asarray(tol, dtype), jnp.asarray(reg_covar, dtype),
+        as_array(X), as_array(w), jnp.asarray(tol, dtype), jnp.asarray(reg_covar, dtype),
         None if eigenvalue_floor is None else jnp.asarray(eigenvalue_floor, dtype),
         n_components=k, covariance_type=covariance_type, max_iter=max_iter,
         chunk_size=auto_chunk(n_pad, k, d), method=method, split_scale=float(split_scale),

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax import estep, validation
+from gmm_jax._jit import as_array
 from gmm_jax.covariance import check_covariance_type, n_parameters
 from gmm_jax.density import log_likelihood
 from gmm_jax.em import auto_chunk
@@ -46,7 +47,7 @@ def _total(params, X, sample_weight):
                                dtype=np.dtype(params.means.dtype))
     w = validation.check_sample_weight(sample_weight, X.shape[0], X.dtype)
     w = np.ones(X.shape[0], X.dtype) if w is None else w
-    total, n = _total_log_likelihood(params, jnp.asarray(X), jnp.asarray(w))
+    total, n = _total_log_likelihood(params, as_array(X), as_array(w))
     return float(total), float(n)
 
 
@@ -173,7 +174,7 @@ def _run(key, X, w_train, w_score, cands, *, covariance_type, n_init, max_iter, 
                                 (g, c * n_init))
     chunk = auto_chunk(n, k_max, d, g * c * n_init)
     out = bank_program(
-        keys, jnp.asarray(X), jnp.asarray(w_train), jnp.asarray(w_score), None,
+        keys, as_array(X), as_array(w_train), as_array(w_score), None,
         jnp.asarray(tol, dtype), jnp.asarray(reg_covar, dtype),
         None if eigenvalue_floor is None else jnp.asarray(eigenvalue_floor, dtype), n_active,
         n_components=k_max, covariance_type=covariance_type, max_iter=max_iter, init=init,
