@@ -20,7 +20,6 @@ import numbers
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -29,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from gmm_jax import covariance as cov
 from gmm_jax import io as gio
 from gmm_jax import validation
+from gmm_jax._jit import as_array
 from gmm_jax.density import log_likelihood, log_prob_components
 from gmm_jax.fitting import fit as core_fit
 from gmm_jax.init import INIT_METHODS
@@ -176,9 +176,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """The fitted parameters as a ``GMMParams`` pytree (call inside ``_precision``)."""
         check_is_fitted(self)
         return GMMParams(
-            weights=jnp.asarray(self.weights_), means=jnp.asarray(self.means_),
-            covariances=jnp.asarray(self.covariances_),
-            precisions_cholesky=jnp.asarray(self.precisions_cholesky_),
+            weights=as_array(self.weights_), means=as_array(self.means_),
+            covariances=as_array(self.covariances_),
+            precisions_cholesky=as_array(self.precisions_cholesky_),
             covariance_type=self.covariance_type,
         )
 
@@ -215,7 +215,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """Fits, then returns the (N,) component labels of ``X`` (as ``fit(X).predict(X)``)."""
         Xa = self._fit(X, sample_weight)
         with _precision(self.means_.dtype):
-            lr = np.asarray(_log_resp_program(self._params(), jnp.asarray(Xa)))
+            lr = np.asarray(_log_resp_program(self._params(), as_array(Xa)))
         return np.argmax(lr, axis=1)
 
     def _fit(self, X, sample_weight):
@@ -290,7 +290,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         Xa = self._validate_X(X, reset=False)
         with _precision(self.means_.dtype):
-            return np.asarray(_score_samples_program(self._params(), jnp.asarray(Xa)))
+            return np.asarray(_score_samples_program(self._params(), as_array(Xa)))
 
     def score(self, X, y=None):
         """Mean per-sample log-likelihood of ``X``."""
@@ -301,7 +301,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         Xa = self._validate_X(X, reset=False)
         with _precision(self.means_.dtype):
-            lr = np.asarray(_log_resp_program(self._params(), jnp.asarray(Xa)))
+            lr = np.asarray(_log_resp_program(self._params(), as_array(Xa)))
         return np.exp(lr)
 
     def predict(self, X):
@@ -309,7 +309,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         Xa = self._validate_X(X, reset=False)
         with _precision(self.means_.dtype):
-            lr = np.asarray(_log_resp_program(self._params(), jnp.asarray(Xa)))
+            lr = np.asarray(_log_resp_program(self._params(), as_array(Xa)))
         return np.argmax(lr, axis=1)
 
     def sample(self, n_samples=1):
@@ -555,11 +555,11 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         if self._has_background():
             log_prior[0] += self.background_offset_
         return ClassifierParams(
-            params=GMMParams(jnp.asarray(self.weights_), jnp.asarray(self.means_),
-                             jnp.asarray(self.covariances_),
-                             jnp.asarray(self.precisions_cholesky_), self.covariance_type),
-            class_log_prior=jnp.asarray(log_prior),
-            converged=jnp.asarray(self.converged_),
+            params=GMMParams(as_array(self.weights_), as_array(self.means_),
+                             as_array(self.covariances_),
+                             as_array(self.precisions_cholesky_), self.covariance_type),
+            class_log_prior=as_array(log_prior),
+            converged=as_array(self.converged_),
         )
 
     def _has_background(self) -> bool:
@@ -573,7 +573,7 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
         Xa = validation.check_array(X, dtype=np.dtype(self.means_.dtype))
         validate_data(self, X, reset=False, skip_check_array=True)
         with _precision(self.means_.dtype):
-            return np.asarray(joint_log_likelihood(self._model(), jnp.asarray(Xa)))
+            return np.asarray(joint_log_likelihood(self._model(), as_array(Xa)))
 
     def predict_log_proba(self, X):
         """(N, C) ``log p(c | x)``, columns aligned with ``classes_``."""
