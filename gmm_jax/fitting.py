@@ -78,6 +78,18 @@ def row_bucket(n: int) -> int:
     return -(-n // granule) * granule
 
 
+def pad_to_bucket(X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) data and (N,) weights padded to ``row_bucket(N)`` rows with zero rows of weight 0.
+
+    Returns the arrays themselves when N is already a bucket size.
+    """
+    n, d = X.shape
+    extra = row_bucket(n) - n
+    if extra == 0:
+        return X, w
+    return (np.concatenate([X, np.zeros((extra, d), X.dtype)]),
+            np.concatenate([w, np.zeros(extra, w.dtype)]))
+
 
 def pad_groups(X: np.ndarray, w: np.ndarray, rows: list) -> tuple[np.ndarray, np.ndarray]:
     """Each group's rows as one zero-weight-padded block, for a bank that fits groups together.
@@ -98,6 +110,7 @@ def pad_groups(X: np.ndarray, w: np.ndarray, rows: list) -> tuple[np.ndarray, np
         Xg[i, :r.size] = X[r]
         wg[i, :r.size] = w[r]
     return Xg, wg
+
 
 # ------------------------------------------------------------------------------- the bank
 class BankConfig(NamedTuple):
@@ -574,15 +587,11 @@ def fit(
                                       n_active, w_init, m_init, p_init)
     # the float64-accumulating exact kernel only when gmm_jax owns the whole trace
     kernel = "whitened" if traced_any else estep.exact_kernel(covariance_type)
-    if concrete and pad_rows:
-        n_pad = row_bucket(n)
-        if n_pad > n:
-            X = np.concatenate([X, np.zeros((n_pad - n, d), dtype)])
-            base = np.ones((n,), dtype) if sw is None else np.asarray(sw, dtype)
-            sw = np.concatenate([base, np.zeros((n_pad - n,), dtype)])
-            if lab is not None:
-                lab = np.concatenate([lab, np.full((n_pad - n,), -1, np.int32)])
-            n = n_pad
+    if concrete and pad_rows and row_bucket(n) > n:
+        X, sw = pad_to_bucket(X, np.ones((n,), dtype) if sw is None else np.asarray(sw, dtype))
+        if lab is not None:
+            lab = np.concatenate([lab, np.full((X.shape[0] - n,), -1, np.int32)])
+        n = X.shape[0]
     if sw is not None:
         w = jnp.asarray(sw, dtype)
     else:  # a host array when concrete: jnp.ones would compile for every new N

@@ -184,7 +184,7 @@ def fit_lbg(key, X, max_components: int, *, covariance_type: str = "full",
     """
     from gmm_jax import estep, validation
     from gmm_jax.em import auto_chunk
-    from gmm_jax.fitting import lbg_program, row_bucket
+    from gmm_jax.fitting import lbg_program, pad_to_bucket
     from gmm_jax.types import FitResult
 
     validation.check_key(key)
@@ -194,11 +194,8 @@ def fit_lbg(key, X, max_components: int, *, covariance_type: str = "full",
     X = validation.check_array(X, min_samples=k)
     n, d = X.shape
     sw = validation.check_sample_weight(sample_weight, n, X.dtype)
-    w = np.ones(n, X.dtype) if sw is None else np.asarray(sw, X.dtype)
-    n_pad = row_bucket(n)
-    if n_pad > n:
-        X = np.concatenate([X, np.zeros((n_pad - n, d), X.dtype)])
-        w = np.concatenate([w, np.zeros(n_pad - n, X.dtype)])
+    X, w = pad_to_bucket(X, np.ones(n, X.dtype) if sw is None else np.asarray(sw, X.dtype))
+    n_pad = X.shape[0]
     dtype = X.dtype
     stages, shift = lbg_program(
         as_array(X), as_array(w), jnp.asarray(tol, dtype), jnp.asarray(reg_covar, dtype),

@@ -24,7 +24,7 @@ from gmm_jax._jit import as_array
 from gmm_jax.covariance import check_covariance_type, n_parameters
 from gmm_jax.density import log_likelihood
 from gmm_jax.em import auto_chunk
-from gmm_jax.fitting import FEATURE_CACHE_BYTES, bank_program, restart_keys, row_bucket
+from gmm_jax.fitting import FEATURE_CACHE_BYTES, bank_program, pad_to_bucket, restart_keys
 from gmm_jax.init import check_init
 from gmm_jax.types import FitResult, GMMParams
 
@@ -150,13 +150,9 @@ def _fold_ids(key, n: int, n_folds: int) -> np.ndarray:
 
 def _prepare(X, sample_weight, min_samples):
     X = validation.check_array(X, min_samples=min_samples)
-    n, d = X.shape
+    n = X.shape[0]
     sw = validation.check_sample_weight(sample_weight, n, X.dtype)
-    w = np.ones(n, X.dtype) if sw is None else np.asarray(sw, X.dtype)
-    n_pad = row_bucket(n)
-    if n_pad > n:
-        X = np.concatenate([X, np.zeros((n_pad - n, d), X.dtype)])
-        w = np.concatenate([w, np.zeros(n_pad - n, X.dtype)])
+    X, w = pad_to_bucket(X, np.ones(n, X.dtype) if sw is None else np.asarray(sw, X.dtype))
     return X, w, n
 
 
