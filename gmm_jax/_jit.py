@@ -28,12 +28,13 @@ def as_array(a) -> jax.Array:
 
     With jax 0.10, ``jnp.asarray`` of a NumPy array lifts it through ``lax.stage``, a small XLA
     program compiled once per shape and dtype; ``jax.device_put`` transfers it with the same
-    dtype canonicalisation and compiles nothing. Anything else (tracers, scalars, lists) goes to
-    ``jnp.asarray``.
+    dtype canonicalisation and compiles nothing. NumPy scalars too; anything else (tracers, Python
+    scalars, lists) goes to ``jnp.asarray``.
     """
-    if isinstance(a, np.ndarray):
+    if isinstance(a, (np.ndarray, np.generic)):
         return jax.device_put(a)
     return jax.numpy.asarray(a)
+
 
 _STATE = threading.local()
 

@@ -158,14 +158,14 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
     # picking the best restarts on the host: op-by-op indexing would compile per shape
     lb = np.asarray(out["lower_bound"])
     best = _best_restarts(lb, 1, n_init)[:, 0]  # (G,)
-    params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[np.arange(g), best]),
+    params = jax.tree.map(lambda a: as_array(np.asarray(a)[np.arange(g), best]),
                           out["params"])
     with np.errstate(divide="ignore"):
         log_prior = np.log(prior)
     return ClassifierParams(
         params=params,
         class_log_prior=jnp.asarray(log_prior, dtype),
-        converged=jnp.asarray(np.asarray(out["converged"])[np.arange(g), best]),
+        converged=as_array(np.asarray(out["converged"])[np.arange(g), best]),
         labels=jnp.asarray(labels, jnp.int32),
         n_components=jnp.asarray(ks, jnp.int32),
     )
@@ -271,8 +271,8 @@ def fit_classifier_lbg(X, y, max_components: int, *, covariance_type: str = "ful
         p = jax.tree.map(lambda a, s=s: a[s, :, 0], stages["params"])
         p = p._replace(means=np.where(p.weights[..., None] > 0, p.means + shift[:, None, :],
                                       p.means))
-        out.append(ClassifierParams(jax.tree.map(jnp.asarray, p), log_prior,
-                                    jnp.asarray(stages["converged"][s, :, 0]),
+        out.append(ClassifierParams(jax.tree.map(as_array, p), log_prior,
+                                    as_array(stages["converged"][s, :, 0]),
                                     jnp.arange(c, dtype=jnp.int32),
                                     jnp.asarray(np.sum(p.weights > 0, axis=1), jnp.int32)))
     return out

@@ -213,11 +213,11 @@ def fit_lbg(key, X, max_components: int, *, covariance_type: str = "full",
                       p.covariances if tied else p.covariances[:size],
                       p.precisions_cholesky if tied else p.precisions_cholesky[:size],
                       covariance_type)
-        pick = lambda a, s=s: jnp.asarray(a[s, 0, 0])  # noqa: E731
+        pick = lambda a, s=s: as_array(a[s, 0, 0])  # noqa: E731
         lb = pick(stages["lower_bound"])
         results.append(FitResult(
-            params=jax.tree.map(jnp.asarray, p), log_likelihood=lb,
+            params=jax.tree.map(as_array, p), log_likelihood=lb,
             history=pick(stages["history"]), n_iter=pick(stages["n_iter"]),
             converged=pick(stages["converged"]), restart_log_likelihoods=lb[None],
-            n_repaired=pick(stages["n_repaired"]), fast_path=jnp.asarray(stages["fast_path"][s])))
+            n_repaired=pick(stages["n_repaired"]), fast_path=as_array(stages["fast_path"][s])))
     return tuple(results)
