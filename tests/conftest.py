@@ -1,6 +1,8 @@
 """Shared pytest configuration: slow tests are opt-in, x64 is enabled per test where needed."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 # Most of the suite's time is XLA compiling small programs that then run for milliseconds, so the
@@ -10,6 +12,7 @@ from pathlib import Path
 # programs default to level 1 but leave a level set in XLA_FLAGS alone; a user's own XLA_FLAGS
 # entries for either option win here too. Run-time speed is measured by benchmarks/, not here.
 _FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+_FLAGS_SET = "_GMM_JAX_TESTS_XLA_FLAGS"  # the controller chose them; workers inherit the result
 
 # JAX's persistent compilation cache is not used by the tests: within one process it saved
 # nothing measurable (181 s with it, 185 s without, same tests), and with jax 0.10.2 a worker
@@ -23,13 +26,36 @@ _USER_CACHE = "GMM_JAX_CACHE_DIR" in os.environ and _OURS not in os.environ
 import pytest  # noqa: E402
 
 
+def _fast_compile_flags(flags: str) -> list[str]:
+    """The entries of ``_FAST_COMPILE`` to add to ``flags``: none unless JAX's default backend
+    is the CPU, and only those this jaxlib knows (XLA aborts the process on an unknown flag; on
+    a GPU machine with jax 0.11.2 every test worker died at its first compile). One probe
+    subprocess, about a second, in the controller only."""
+    extra = [f for f in _FAST_COMPILE if f.split("=")[0] + "=" not in flags]
+    code = "import jax; print(jax.default_backend())"
+
+    def cpu_accepts(fl):
+        env = dict(os.environ, XLA_FLAGS=" ".join([flags, *fl]).strip())
+        try:
+            r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                               text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            return False
+        return r.returncode == 0 and r.stdout.split()[-1:] == ["cpu"]
+
+    if not extra or cpu_accepts(extra):
+        return extra
+    return [f for f in extra if cpu_accepts([f])] if len(extra) > 1 else []
+
+
 def pytest_configure(config):
     # xdist's workers inherit the controller's environment and learn their names only after this
     # file is imported; XLA reads its flags when the first backend is created, after this hook.
     # Subprocesses started by a test inherit both settings.
-    flags = os.environ.get("XLA_FLAGS", "")
-    extra = [f for f in _FAST_COMPILE if f.split("=")[0] + "=" not in flags]
-    os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+    if _FLAGS_SET not in os.environ:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = " ".join([flags, *_fast_compile_flags(flags)]).strip()
+        os.environ[_FLAGS_SET] = "1"
     if not _USER_CACHE:
         worker = getattr(config, "workerinput", {}).get("workerid", "main")
         os.environ["GMM_JAX_CACHE_DIR"] = str(_CACHE / worker)
