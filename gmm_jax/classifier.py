@@ -26,6 +26,7 @@ from gmm_jax.density import log_likelihood
 from gmm_jax.em import auto_chunk
 from gmm_jax.fitting import FEATURE_CACHE_BYTES, bank_program, pad_groups, restart_keys
 from gmm_jax.init import check_init
+from gmm_jax.linalg import mm
 from gmm_jax.selection import _best_restarts
 from gmm_jax.types import GMMParams
 
@@ -201,7 +202,7 @@ def joint_log_likelihood(model: ClassifierParams, X) -> jax.Array:
 
     def per_class(p):
         active = p.weights > 0
-        shift = p.weights @ jnp.where(active[:, None], p.means, 0.0)
+        shift = mm(p.weights, jnp.where(active[:, None], p.means, 0.0))
         return log_likelihood(p._replace(means=p.means - shift), X - shift)
 
     return jax.vmap(per_class, out_axes=1)(model.params) + model.class_log_prior[None, :]

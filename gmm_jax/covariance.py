@@ -231,7 +231,7 @@ def covariances_from_precision_cholesky(prec_chol: Array, covariance_type: str) 
 def precisions_from_cholesky(prec_chol: Array, covariance_type: str) -> Array:
     """Precision matrices (or precisions for diagonal types) from their Cholesky factor."""
     if is_matrix(covariance_type):
-        return prec_chol @ jnp.swapaxes(prec_chol, -1, -2)
+        return linalg.mm(prec_chol, jnp.swapaxes(prec_chol, -1, -2))
     return prec_chol**2
 
 

@@ -22,6 +22,7 @@ from gmm_jax import covariance as cov
 from gmm_jax import estep
 from gmm_jax._jit import cpu_tuned_jit
 from gmm_jax.chunking import sum_over_chunks
+from gmm_jax.linalg import mm
 from gmm_jax.mstep import m_step, repair_components
 from gmm_jax.types import GMMParams, SuffStats
 
@@ -45,7 +46,7 @@ def auto_chunk(n: int, k: int, d: int, n_models: int = 1) -> int:
 
 def default_shift(params: GMMParams) -> Array:
     """A point inside the data known from the parameters alone: the mixture mean."""
-    return params.weights @ params.means
+    return mm(params.weights, params.means)
 
 
 def centre(params: GMMParams, shift: Array) -> GMMParams:
@@ -82,7 +83,7 @@ def stats_from_responsibilities(
     wr = resp * w[:, None]
     if shift is None:
         nk = jnp.sum(wr, axis=0)
-        shift = (wr.T @ X) / jnp.maximum(nk, jnp.finfo(X.dtype).tiny)[:, None]
+        shift = mm(wr.T, X) / jnp.maximum(nk, jnp.finfo(X.dtype).tiny)[:, None]
     shift = jnp.broadcast_to(shift, (k, d))
     ct = covariance_type
     size = auto_chunk(n, k, d) if chunk_size is None else chunk_size

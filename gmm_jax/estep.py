@@ -40,6 +40,7 @@ from gmm_jax import covariance as cov
 from gmm_jax import natural
 from gmm_jax._jit import in_user_transform
 from gmm_jax.chunking import sum_over_chunks
+from gmm_jax.linalg import einsum, mm
 from gmm_jax.types import GMMParams, SuffStats
 
 Array = jax.Array
@@ -99,11 +100,11 @@ def fast_error_bound(params: GMMParams) -> Array:
     pc = cov.expand_precision_cholesky(params.precisions_cholesky, ct, k, d)
     var = cov.expand_covariances(params.covariances, ct, k, d)
     if cov.is_matrix(ct):
-        P = pc @ jnp.swapaxes(pc, -1, -2)
+        P = mm(pc, jnp.swapaxes(pc, -1, -2))
         var = jnp.diagonal(var, axis1=-2, axis2=-1)
         u = jnp.sqrt(jnp.maximum(var, 0.0) + m**2)
-        quad = 0.5 * jnp.einsum("kd,kde,ke->k", u, jnp.abs(P), u)
-        b = jnp.einsum("kde,ke->kd", P, m)
+        quad = 0.5 * einsum("kd,kde,ke->k", u, jnp.abs(P), u)
+        b = einsum("kde,ke->kd", P, m)
     else:
         p = pc**2
         u = jnp.sqrt(jnp.maximum(var, 0.0) + m**2)
@@ -279,7 +280,7 @@ def expanded64_moments(params: GMMParams, Y: Array, w: Array, labels: Array | No
             mf = m[:, :, :, None] * F0[:, :, None, :]
             S = S0 - mf - jnp.swapaxes(mf, -1, -2) + Nk[:, :, None, None] * (
                 m[:, :, :, None] * m[:, :, None, :])
-            Sk = jnp.swapaxes(pc, -1, -2) @ S @ pc  # whitened: L^T S L
+            Sk = mm(mm(jnp.swapaxes(pc, -1, -2), S), pc)  # whitened: L^T S L
         else:
             S = S0 - 2.0 * m * F0 + Nk[:, :, None] * m**2
             s = jax.vmap(lambda a: cov.expand_precision_cholesky(a, ct, k, d))(pc)

@@ -34,6 +34,7 @@ from gmm_jax._jit import as_array, cpu_tuned_jit
 from gmm_jax.chunking import n_chunks, pad_rows
 from gmm_jax.em import auto_chunk, check_monotone, em_iterations, stats_from_responsibilities
 from gmm_jax.init import check_init, initial_responsibilities
+from gmm_jax.linalg import einsum, mm
 from gmm_jax.mstep import m_step
 from gmm_jax.types import FitResult, GMMParams
 
@@ -417,7 +418,7 @@ def _fit_program(key, X, w, labels, tol, reg_covar, floor, n_active, weights_ini
                  exact_kernel="whitened"):
     n = X.shape[0]
     total = n if chunk_size >= n else n_chunks(n, chunk_size) * chunk_size
-    shift = (w @ X) / jnp.sum(w)
+    shift = mm(w, X) / jnp.sum(w)
     Y = pad_rows(X - shift, total)
     wp = pad_rows(w, total)
     lab = None if labels is None else jnp.pad(labels, (0, total - n), constant_values=-1)
@@ -638,7 +639,7 @@ def lbg_program(X, w, tol, reg_covar, floor, *, n_components, covariance_type, m
         X, w = X[None], w[None]
     g, n, _ = X.shape
     total = n if chunk_size >= n else n_chunks(n, chunk_size) * chunk_size
-    shift = jnp.einsum("gn,gnd->gd", w, X) / jnp.sum(w, axis=1)[:, None]
+    shift = einsum("gn,gnd->gd", w, X) / jnp.sum(w, axis=1)[:, None]
     Y = jnp.pad(X - shift[:, None, :], ((0, 0), (0, total - n), (0, 0)))
     wp = jnp.pad(w, ((0, 0), (0, total - n)))
     if g == 1:
@@ -684,12 +685,12 @@ def bank_program(keys, X, w, score_w, labels, tol, reg_covar, floor, n_active, *
     n = X.shape[-2]
     total = n if chunk_size >= n else n_chunks(n, chunk_size) * chunk_size
     if per_group:
-        shift = jnp.einsum("gn,gnd->gd", w, X) / jnp.sum(w, axis=1)[:, None]
+        shift = einsum("gn,gnd->gd", w, X) / jnp.sum(w, axis=1)[:, None]
         Y = X - shift[:, None, :]
         Y = jnp.pad(Y, ((0, 0), (0, total - n), (0, 0)))
     else:
         wall = w if w.ndim == 1 else jnp.sum(w, axis=0)
-        shift = (wall @ X) / jnp.sum(wall)
+        shift = mm(wall, X) / jnp.sum(wall)
         Y = pad_rows(X - shift, total)
 
     def padw(a):

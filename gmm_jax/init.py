@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from gmm_jax import kmeans as km
+from gmm_jax.linalg import mm
 
 Array = jax.Array
 
@@ -66,8 +67,8 @@ def initial_responsibilities(key: Array, X: Array, n_components: int, init: str,
         return _one_hot_rows(idx, n, k, active, dtype)
     if init == "kmeans":
         C0, _ = km.kmeans_plusplus(key, X, k, sample_weight=w, n_active=n_active)
-        mean = (w @ X) / jnp.sum(w)
-        tol = 1e-4 * jnp.mean((w @ jnp.square(X - mean)) / jnp.sum(w))
+        mean = mm(w, X) / jnp.sum(w)
+        tol = 1e-4 * jnp.mean(mm(w, jnp.square(X - mean)) / jnp.sum(w))
         _, labels, _, _ = km.lloyd(X, C0, max_iter=kmeans_max_iter, tol=tol, sample_weight=w,
                                    n_active=n_active)
         return jax.nn.one_hot(labels, k, dtype=dtype)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from gmm_jax._jit import cpu_tuned_jit
+from gmm_jax.linalg import mm
 from gmm_jax.types import KMeansResult
 
 Array = jax.Array
@@ -30,7 +31,7 @@ def _sq_dist(a: Array, b: Array) -> Array:
     """(N, K) squared Euclidean distances, clipped at zero (centre the data first)."""
     d = (
         jnp.sum(jnp.square(a), axis=-1)[:, None]
-        - 2.0 * a @ b.T
+        - 2.0 * mm(a, b.T)
         + jnp.sum(jnp.square(b), axis=-1)[None, :]
     )
     return jnp.maximum(d, 0.0)
@@ -96,7 +97,7 @@ def kmeans_plusplus(key: Array, X: Array, n_clusters: int, *, sample_weight=None
         cand = jnp.minimum(_searchsorted(cum, u[c] * cum[-1]), n - 1)
         dist = _sq_dist(X[cand], X)  # (T, N)
         new_closest = jnp.minimum(closest[None, :], dist)
-        cost = jnp.where(jnp.arange(t_max) < n_trials, new_closest @ w, jnp.inf)
+        cost = jnp.where(jnp.arange(t_max) < n_trials, mm(new_closest, w), jnp.inf)
         # A zero potential (all points already on centres) leaves every candidate equal.
         best = jnp.argmin(cost)
         use = c < k_act
@@ -144,7 +145,7 @@ def lloyd(X: Array, centers: Array, *, max_iter: int, tol, sample_weight=None,
         labels, mind = assign(X, C, active)
         onehot = jax.nn.one_hot(labels, k, dtype=X.dtype) * w[:, None]
         counts = jnp.sum(onehot, axis=0)
-        sums = onehot.T @ X
+        sums = mm(onehot.T, X)
         empty = active & (counts == 0)
         # the j-th empty cluster takes the j-th farthest positive-weight sample
         far = jax.lax.top_k(jnp.where(w > 0, mind, -jnp.inf), k)[1]
@@ -191,8 +192,8 @@ def lbg_centers(X: Array, n_clusters: int, *, eps: float = 0.01, max_iter: int =
     k = n_clusters
     w = _weights(X, sample_weight)
     k_act = k if n_active is None else n_active
-    mean = (w @ X) / jnp.sum(w)
-    var = (w @ jnp.square(X - mean)) / jnp.sum(w)
+    mean = mm(w, X) / jnp.sum(w)
+    var = mm(w, jnp.square(X - mean)) / jnp.sum(w)
     scale = eps * jnp.sqrt(var)
     C = jnp.broadcast_to(mean, (k, X.shape[1]))
     count = jnp.asarray(1, jnp.int32)
@@ -217,9 +218,9 @@ def lbg_centers(X: Array, n_clusters: int, *, eps: float = 0.01, max_iter: int =
 
 @cpu_tuned_jit(static_argnames=("n_clusters", "n_init", "max_iter", "init"))
 def _kmeans_program(key, X, w, tol, *, n_clusters, n_init, max_iter, init):
-    shift = (w @ X) / jnp.sum(w)
+    shift = mm(w, X) / jnp.sum(w)
     Xc = X - shift
-    var = (w @ jnp.square(Xc)) / jnp.sum(w)
+    var = mm(w, jnp.square(Xc)) / jnp.sum(w)
     tol_abs = tol * jnp.mean(var)
 
     def one(k):

@@ -29,6 +29,7 @@ import numpy as np
 
 from gmm_jax import covariance as cov
 from gmm_jax._jit import as_array
+from gmm_jax.linalg import mm
 from gmm_jax.types import GMMParams
 
 Array = jax.Array
@@ -125,7 +126,7 @@ def split_components(params: GMMParams, n_from, n_to, split_scale,
 
 def data_direction(Y: Array, w: Array) -> Array:
     """(D,) principal eigenvector of the weighted covariance of centred rows ``Y``."""
-    c = (Y * w[:, None]).T @ Y / jnp.sum(w)
+    c = mm((Y * w[:, None]).T, Y) / jnp.sum(w)
     _, v = jnp.linalg.eigh(c)
     return v[:, -1]
 

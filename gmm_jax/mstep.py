@@ -85,16 +85,16 @@ def m_step(stats: SuffStats, *, reg_covar=1e-6, active=None, eigenvalue_floor=No
     if cov.is_matrix(ct):
         eye = jnp.eye(d, dtype=dtype)
         if ct == "full":
-            dz = jnp.einsum("kde,kd->ke", basis, delta)
+            dz = linalg.einsum("kde,kd->ke", basis, delta)
             C = stats.Sk / nk[:, None, None] - corr[:, None, None] * (
                 dz[:, :, None] * dz[:, None, :])
-            C = C + reg_covar * (jnp.swapaxes(basis, -1, -2) @ basis)
+            C = C + reg_covar * linalg.mm(jnp.swapaxes(basis, -1, -2), basis)
             C = jnp.where(act[:, None, None], C, eye)
             B = jnp.where(act[:, None, None], basis, eye)
         else:  # tied
-            dz = delta @ basis
-            between = jnp.einsum("k,kd,ke->de", jnp.where(act, nk * corr, 0.0), dz, dz)
-            C = (stats.Sk - between) / total + reg_covar * (basis.T @ basis)
+            dz = linalg.mm(delta, basis)
+            between = linalg.einsum("k,kd,ke->de", jnp.where(act, nk * corr, 0.0), dz, dz)
+            C = (stats.Sk - between) / total + reg_covar * linalg.mm(basis.T, basis)
             B = basis
         # a singular covariance without reg_covar is a collapsed component (repaired by fit);
         # with reg_covar > 0 a failure can only be rounding, and jitter fixes it
@@ -116,9 +116,9 @@ def m_step(stats: SuffStats, *, reg_covar=1e-6, active=None, eigenvalue_floor=No
         elif ct == "spherical":
             covariances = jnp.mean(var, axis=-1) + reg_covar
         elif ct == "tied_diag":
-            covariances = (nk_act @ var) / total + reg_covar
+            covariances = linalg.mm(nk_act, var) / total + reg_covar
         else:  # tied_spherical
-            covariances = jnp.mean((nk_act @ var) / total) + reg_covar
+            covariances = jnp.mean(linalg.mm(nk_act, var) / total) + reg_covar
         if eigenvalue_floor is not None:
             covariances = jnp.maximum(covariances, eigenvalue_floor)
         if ct in ("diag", "spherical"):

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmm_jax import covariance as cov
+from gmm_jax import linalg
 from gmm_jax.types import GMMParams
 
 Array = jax.Array
@@ -101,8 +102,8 @@ def natural_parameters(params: GMMParams, shift: Array | None = None) -> Array:
     L = params.precisions_cholesky
     log_det = jnp.broadcast_to(cov.log_det_cholesky(L, ct, d), (k,))
     if ct == "full":
-        P = L @ jnp.swapaxes(L, -1, -2)  # (K, D, D)
-        Pm = jnp.einsum("kde,ke->kd", P, m)
+        P = linalg.mm(L, jnp.swapaxes(L, -1, -2))  # (K, D, D)
+        Pm = linalg.einsum("kde,ke->kd", P, m)
         rows, cols, scale = _pairs(d)
         quad = P[:, rows, cols] * jnp.asarray(scale, P.dtype)[None, :]  # (K, D(D//2+1))
     else:

@@ -16,6 +16,7 @@ from jax.scipy.linalg import solve_triangular
 
 from gmm_jax import covariance as cov
 from gmm_jax import validation
+from gmm_jax.linalg import einsum
 from gmm_jax.types import GMMParams
 
 Array = jax.Array
@@ -39,10 +40,10 @@ def _noise_to_samples(params: GMMParams, scale: Array, labels: Array, z: Array) 
         k, d = params.means.shape
         if k <= d:
             # all components for every row (n*K*D) is cheaper than gathering n DxD factors
-            allk = jnp.einsum("kde,ne->nkd", scale, z)
+            allk = einsum("kde,ne->nkd", scale, z)
             noise = jnp.take_along_axis(allk, labels[:, None, None], axis=1)[:, 0]
         else:
-            noise = jnp.einsum("nde,ne->nd", scale[labels], z)
+            noise = einsum("nde,ne->nd", scale[labels], z)
     else:
         noise = z * scale[labels]
     return means + noise

@@ -26,6 +26,7 @@ from gmm_jax.density import log_likelihood
 from gmm_jax.em import auto_chunk
 from gmm_jax.fitting import FEATURE_CACHE_BYTES, bank_program, pad_to_bucket, restart_keys
 from gmm_jax.init import check_init
+from gmm_jax.linalg import mm
 from gmm_jax.types import FitResult, GMMParams
 
 __all__ = ["Selection", "aic", "bic", "heldout_log_likelihood", "n_parameters",
@@ -37,7 +38,7 @@ CRITERIA = ("bic", "aic", "heldout")
 @jax.jit
 def _total_log_likelihood(params: GMMParams, X, w):
     active = params.weights > 0
-    shift = params.weights @ jnp.where(active[:, None], params.means, 0.0)
+    shift = mm(params.weights, jnp.where(active[:, None], params.means, 0.0))
     centred = params._replace(means=params.means - shift)
     return jnp.sum(w * log_likelihood(centred, X - shift)), jnp.sum(w)
 

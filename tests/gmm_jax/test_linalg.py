@@ -16,7 +16,7 @@ import pytest
 
 import gmm_jax
 from gmm_jax import fitting, linalg
-from tests.gmm_jax.helpers import blobs
+from tests.gmm_jax.helpers import blobs, random_covariances
 
 LINALG_PRIMITIVES = {"cholesky", "triangular_solve", "eigh", "lu", "qr", "svd", "schur"}
 
@@ -158,3 +158,69 @@ def test_floor_eigenvalues(x64):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     pc = np.asarray(pc)
     np.testing.assert_allclose(pc @ np.swapaxes(pc, -1, -2), np.linalg.inv(want), rtol=1e-9)
+
+
+# ------------------------------------------------------------------ matmul precision
+def default_precision_products(jaxpr, path="top") -> list[str]:
+    """Every ``dot_general`` in a jaxpr (sub-jaxprs included) not at ``Precision.HIGHEST``: on
+    NVIDIA GPUs such a float32 product may run in TF32, on TPUs in bfloat16 passes."""
+    bad = []
+    for i, eqn in enumerate(jaxpr.eqns):
+        if eqn.primitive.name == "dot_general":
+            prec = eqn.params.get("precision")
+            precs = prec if isinstance(prec, tuple) else (prec,)
+            if not all(p == jax.lax.Precision.HIGHEST for p in precs):
+                frames = eqn.source_info.traceback.frames if eqn.source_info.traceback else []
+                where = [f"{f.file_name.rsplit('/', 1)[-1]}:{f.line_num}" for f in frames
+                         if "gmm_jax" in f.file_name and "tests" not in f.file_name][:1]
+                bad.append(f"{path}#{i} precision={prec} at {where}")
+        for k, sub in enumerate(_subjaxprs(eqn)):
+            bad += default_precision_products(sub, f"{path}/{eqn.primitive.name}#{i}.{k}")
+    return bad
+
+
+def test_the_precision_guard_catches_a_default_product():
+    a = jnp.ones((3, 3))
+    assert default_precision_products(jax.make_jaxpr(lambda a: a @ a)(a).jaxpr)
+    assert not default_precision_products(jax.make_jaxpr(lambda a: linalg.mm(a, a))(a).jaxpr)
+
+
+@pytest.mark.parametrize("covariance_type", gmm_jax.COVARIANCE_TYPES)
+def test_every_product_runs_at_highest_precision(covariance_type):
+    """Traced only (no compile): fit with each E-step method and initialisation, the bank
+    program behind sweeps and classifiers with each exact kernel, and the functional API."""
+    ct = covariance_type
+    X = jnp.asarray(blobs(n=64, seed=0), jnp.float32)
+    programs = {}
+    for method in ("auto", "fast", "exact"):
+        programs[f"fit {method}"] = lambda X, m=method: gmm_jax.fit(
+            0, X, 3, covariance_type=ct, method=m, max_iter=3)
+    for init in ("k-means++", "random", "random_from_data"):
+        programs[f"fit init={init}"] = lambda X, i=init: gmm_jax.fit(
+            0, X, 3, covariance_type=ct, init=i, max_iter=3)
+    programs["fit hard"] = lambda X: gmm_jax.fit(0, X, 3, covariance_type=ct,
+                                                 assignment="hard", max_iter=3)
+    fn = fitting.bank_program.jitted._fun if hasattr(fitting.bank_program.jitted, "_fun") \
+        else fitting.bank_program._fun
+    keys = jax.random.split(jax.random.key(0), 2)[None]
+    for kernel in ("whitened", "expanded64"):
+        programs[f"bank {kernel}"] = lambda X, kern=kernel: fn(
+            keys, X, jnp.ones(64), jnp.ones(64), None, 1e-3, 1e-6, None,
+            jnp.array([[2, 3]], jnp.int32), n_components=3, covariance_type=ct, max_iter=3,
+            init="kmeans", loop="while", chunk_size=64, assignment="soft", method="auto",
+            cache_bytes=0, active_counts=(2, 3), exact_kernel=kern)
+    rng = np.random.default_rng(1)
+    params = gmm_jax.params_from_covariances(
+        jnp.full(3, 1 / 3, jnp.float32), jnp.asarray(rng.normal(size=(3, 3)), jnp.float32),
+        jnp.asarray(random_covariances(rng, ct, 3, 3), jnp.float32), ct)
+    for method in ("fast", "whitened", "expanded64"):
+        programs[f"e_step {method}"] = lambda X, m=method: gmm_jax.e_step(params, X, method=m)
+    programs["m_step"] = lambda X: gmm_jax.m_step(gmm_jax.e_step(params, X)[0], reg_covar=1e-6)
+    for f in (gmm_jax.log_likelihood, gmm_jax.log_prob_components, gmm_jax.responsibilities,
+              gmm_jax.predict):
+        programs[f.__name__] = lambda X, f=f: f(params, X)
+    programs["sample"] = lambda X: gmm_jax.sample(jax.random.key(1), params, 5)
+    programs["kmeans"] = lambda X: gmm_jax.kmeans(0, X, 3)
+    bad = {name: default_precision_products(jax.make_jaxpr(f)(X).jaxpr)
+           for name, f in programs.items()}
+    assert {k: v for k, v in bad.items() if v} == {}
