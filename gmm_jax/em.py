@@ -171,7 +171,11 @@ def e_step(
 
     if method == "auto":
         ok = estep.fast_is_safe(estep.fast_error_bound(pc), jnp.asarray(0.0, X.dtype))
-        stats, sum_ll = jax.lax.cond(ok, lambda: run("fast"), lambda: run("exact"))
+        if estep.auto_branch() == "cond":
+            stats, sum_ll = jax.lax.cond(ok, lambda: run("fast"), lambda: run("exact"))
+        else:
+            stats, sum_ll = jax.tree.map(lambda a, b: jnp.where(ok, a, b), run("fast"),
+                                         run("exact"))
     else:
         stats, sum_ll = run(method)
     stats = stats._replace(shift=stats.shift + shift)

@@ -187,9 +187,9 @@ def test_float32_e_step_is_within_1e5_of_float64_on_digits(ct):
 def test_float32_e_step_accuracy_grid(ct, k, variant):
     scale, offset = variant
     X, r = _digits_params(ct, k, scale, offset)
-    ref, got, _ = _e_step_f32_vs_f64(X, r, ct)
-    for method, ll in got.items():
-        assert abs(ll - ref) <= 1e-5 * max(1.0, abs(ref)), (method, ll, ref)
+    ref, got, bound = _e_step_f32_vs_f64(X, r, ct)
+    errors = {method: abs(ll - ref) for method, ll in got.items()}
+    assert max(errors.values()) <= 1e-5 * max(1.0, abs(ref)), (errors, ref, bound)
 
 
 @pytest.mark.parametrize("ct", ["full", "diag"])
@@ -241,3 +241,28 @@ def test_method_is_checked():
         gmm_jax.e_step(p, jnp.zeros((4, 3)), method="natural")
     with pytest.raises(ValueError, match="assignment"):
         gmm_jax.e_step(p, jnp.zeros((4, 3)), assignment="fuzzy")
+
+
+@pytest.mark.parametrize("branch", ["cond", "select"])
+def test_auto_applies_the_bounds_choice_with_either_branch_form(monkeypatch, branch):
+    """``method="auto"`` returns the exact form's value where the bound rejects the fast form
+    (digits + 1e4, K=4, full: the fast form is 1e-3 nats off) and the fast form's where it
+    accepts it, whether the choice runs as ``lax.cond`` or as a select over both forms."""
+    monkeypatch.setattr(estep, "AUTO_BRANCH", branch)
+    raw = gmm_jax.e_step._fun  # traced afresh below, so the patched setting is read
+    run = jax.jit(raw, static_argnames=("method",))
+    X, r = _digits_params("full", 4, 1.0, 1e4)
+    p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32),
+                     gmm_jax.params_from_covariances(r["weights"], r["means"],
+                                                     r["covariances"], "full"))
+    X = jnp.asarray(X, jnp.float32)
+    got = {m: float(run(p, X, method=m)[1]) for m in ("auto", "exact", "fast")}
+    assert abs(got["fast"] - got["exact"]) > 1e-4  # the forms really differ here ...
+    assert got["auto"] == got["exact"]  # ... and auto took the exact one
+    Xb = jnp.asarray(blobs(n=400, d=6, k=4, seed=6), jnp.float32)
+    labels = np.arange(400) % 4
+    rb = numpy_m_step(np.asarray(Xb, np.float64), np.eye(4)[labels], "full", 1e-6)
+    pb = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32),
+                      gmm_jax.params_from_covariances(rb["weights"], rb["means"],
+                                                      rb["covariances"], "full"))
+    assert float(run(pb, Xb, method="auto")[1]) == float(run(pb, Xb, method="fast")[1])
