@@ -312,6 +312,47 @@ def test_float32_em_is_monotone_on_digits_grid(covariance_type, k, variant):
     assert_finite(res.params)
 
 
+@cache
+def _fashion_train(n: int = 10000) -> np.ndarray:
+    from vae_jax import data as vdata
+
+    X = vdata.load_fashion_mnist().X_train
+    idx = np.random.default_rng(0).choice(X.shape[0], n, replace=False)
+    return np.asarray(X[idx], np.float32).reshape(n, -1)
+
+
+def _fashion_available() -> bool:
+    from vae_jax import data as vdata
+
+    return vdata.fashion_mnist_available()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _fashion_available(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.parametrize("covariance_type,pca", [("diag", False), ("full", True)])
+def test_float32_em_is_monotone_on_fashion_mnist(covariance_type, pca):
+    """Fashion-MNIST (10000 training images, float32, reg_covar=1e-6): raw pixels, whose corner
+    pixels are nearly constant, with diag covariances, and PCA-50 with full covariances. Monotone
+    under the chex check, and the same lower bound as float64 EM from the same start."""
+    from sklearn.decomposition import PCA
+
+    X = _fashion_train()
+    if pca:
+        X = PCA(50, random_state=0).fit_transform(X).astype(np.float32)
+    with threadpool_limits(1):
+        labels = KMeans(10, n_init=1, random_state=0).fit(X).labels_
+    w0, m0, p0 = init_from_labels(X.astype(np.float64), labels, 10, covariance_type, 1e-6)
+    init = dict(weights_init=w0, means_init=m0, precisions_init=p0)
+    res = gmm_jax.fit(0, X, 10, covariance_type=covariance_type, reg_covar=1e-6, max_iter=30,
+                      tol=0.0, debug=True, **{k: v.astype(np.float32) for k, v in init.items()})
+    assert_finite(res.params)
+    assert int(res.n_repaired) == 0
+    with jax.enable_x64(True):
+        ref = gmm_jax.fit(0, X.astype(np.float64), 10, covariance_type=covariance_type,
+                          reg_covar=1e-6, max_iter=30, tol=0.0, **init)
+    np.testing.assert_allclose(float(res.log_likelihood), float(ref.log_likelihood), rtol=1e-5)
+
+
 def test_float32_far_from_origin_matches_float64():
     """iris offset by 1e4 in float32 against float64 EM on the very same (rounded) numbers."""
     X = dataset("iris")
