@@ -134,8 +134,9 @@ def e_step(
         chunk_size: process X in chunks of this many rows under ``lax.scan`` (static); memory is
             then O(chunk_size * K * D). None picks a size from the shapes.
         method: ``"auto"`` (default: the fast expanded form when its error bound allows, else the
-            exact form), ``"exact"`` or ``"fast"`` (static); ``"whitened"`` and ``"expanded64"``
-            name the two exact kernels (see ``gmm_jax.estep``).
+            exact form; the exact form on backends other than the CPU, see
+            ``estep.AUTO_FAST_BACKENDS``), ``"exact"`` or ``"fast"`` (static); ``"whitened"``
+            and ``"expanded64"`` name the two exact kernels (see ``gmm_jax.estep``).
         labels: optional (N,) int component per row, -1 where unknown (semi-supervised EM).
         assignment: ``"soft"`` (posterior responsibilities) or ``"hard"`` (classification EM).
 
@@ -169,13 +170,10 @@ def e_step(
                                         chunk_size=size)
         return estep.wrap_stats(pc, moments, "fast" if form == "fast" else "exact")
 
+    method = estep.resolve_method(method)
     if method == "auto":
         ok = estep.fast_is_safe(estep.fast_error_bound(pc), jnp.asarray(0.0, X.dtype))
-        if estep.auto_branch() == "cond":
-            stats, sum_ll = jax.lax.cond(ok, lambda: run("fast"), lambda: run("exact"))
-        else:
-            stats, sum_ll = jax.tree.map(lambda a, b: jnp.where(ok, a, b), run("fast"),
-                                         run("exact"))
+        stats, sum_ll = jax.lax.cond(ok, lambda: run("fast"), lambda: run("exact"))
     else:
         stats, sum_ll = run(method)
     stats = stats._replace(shift=stats.shift + shift)
@@ -256,6 +254,7 @@ def em_iterations(params: GMMParams, stats_fn: Callable, tol, reg_covar, *, max_
     """
     dtype = params.means.dtype
     r, k = params.weights.shape
+    method = estep.resolve_method(method)
     act = jnp.ones((r, k), bool) if active is None else active
     tol = jnp.broadcast_to(jnp.asarray(tol, dtype), (r,))
     reg = jnp.broadcast_to(jnp.asarray(reg_covar, dtype), (r,))

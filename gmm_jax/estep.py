@@ -20,7 +20,8 @@ alike:
 per component ``eps * (1/2 u^T |P| u + |P m|^T u + |c|)`` with ``u_i = sqrt(Sigma_ii + m_i^2)``,
 averaged with the weights. EM takes the fast form in an iteration only when the bound is below
 ``FAST_RTOL * max(1, |mean log-likelihood|)`` for every model in the program (one ``lax.cond``
-per iteration), and records which form ran. On the data sets checked (digits, Fashion-MNIST,
+per iteration), and records which form ran; on backends other than the CPU "auto" runs the
+exact form (``AUTO_FAST_BACKENDS``). On the data sets checked (digits, Fashion-MNIST,
 synthetic mixtures, offsets and scalings) the bound exceeded the actual float32 error by 4x to
 400x.
 
@@ -55,20 +56,22 @@ METHODS = ("auto", "exact", "fast")
 #: "expanded64" (tests set it to check both on one machine).
 EXACT_KERNEL = "auto"
 ASSIGNMENTS = ("soft", "hard")
-#: How :func:`gmm_jax.e_step` applies ``method="auto"``'s choice: "cond" runs one form under
-#: ``lax.cond``; "select" runs both and keeps one with ``jnp.where``. "auto": "cond" on the CPU,
-#: "select" elsewhere. On an H100 (jax 0.11.2), the cond form returned the fast form's
-#: log-likelihood (0.34 nats per sample off on digits + 1e4, K=4, full and tied) although the
-#: predicate, evaluated in the same way under jit, chose the exact form, and each form alone was
-#: right; the cause was not found in the device time available.
-AUTO_BRANCH = "auto"
+#: Backends on which ``method="auto"`` lets the error bound pick the fast form (a ``lax.cond``
+#: between the two forms); on any other backend "auto" runs the exact form. On an H100 (jax
+#: 0.11.2) ``e_step(method="auto")`` returned the fast form's log-likelihood (0.34 nats per
+#: sample off float64 on digits + 1e4, K=4, full and tied) although the bound, evaluated the same
+#: way under jit, chose the exact form, while each form alone was right; the cause was not
+#: found in the device time available, so accelerators run the exact form until the conditional
+#: is shown to work there. ``method="fast"`` still runs the fast form anywhere.
+AUTO_FAST_BACKENDS = ("cpu",)
 
 
-def auto_branch() -> str:
-    """``AUTO_BRANCH`` resolved for the default backend (decided when tracing)."""
-    if AUTO_BRANCH != "auto":
-        return AUTO_BRANCH
-    return "cond" if jax.default_backend() == "cpu" else "select"
+def resolve_method(method: str) -> str:
+    """``method`` with ``"auto"`` replaced by ``"exact"`` on backends outside
+    ``AUTO_FAST_BACKENDS`` (decided when tracing)."""
+    if method == "auto" and jax.default_backend() not in AUTO_FAST_BACKENDS:
+        return "exact"
+    return method
 
 
 def check_method(method: str, *, kernels: bool = False) -> str:

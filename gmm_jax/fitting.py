@@ -144,7 +144,7 @@ class BankConfig(NamedTuple):
 def _features_cache(Y: Array, config: BankConfig, cache_bytes: int) -> Array | None:
     """(N, F) features of the fast form, when they fit in ``cache_bytes`` (else None)."""
     ct = config.covariance_type
-    if not estep.has_features(ct) or config.method == "exact":
+    if not estep.has_features(ct) or estep.resolve_method(config.method) == "exact":
         return None
     n, d = Y.shape[-2:]
     groups = int(np.prod(Y.shape[:-2], dtype=np.int64))
@@ -522,7 +522,8 @@ def fit(
             the initialisation of their component.
         max_components: optional number of component slots K_max >= K; the returned model has
             K_max components of which the last K_max - K have weight zero.
-        method: E-step form: ``"auto"`` (fast when its computed error bound allows, else exact),
+        method: E-step form: ``"auto"`` (fast when its computed error bound allows, else exact;
+            exact on backends other than the CPU, see ``estep.AUTO_FAST_BACKENDS``),
             ``"exact"`` or ``"fast"`` (static).
         pad_rows: pad concrete data to a row bucket (:func:`row_bucket`) so that nearby sizes
             share a compiled program.
