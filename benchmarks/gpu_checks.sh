@@ -7,19 +7,21 @@
 #      where FASHION_MNIST_DIR or the dataset-fashion-mnist package provides the files;
 #   2. benchmarks/bench_em.py: gmm_jax on the accelerator, numpy and scikit-learn on the host's
 #      cores, the float32 matmul peak at Precision.HIGHEST (no TF32) on the accelerator;
-#   3. benchmarks/bench_restarts.py: 16 restarts at N=20k, D=8, K=8 and 8 at N=100k, D=32, K=32.
+#   3. benchmarks/bench_restarts.py: 16 restarts at N=20k, D=8, K=8 and 8 at N=100k, D=32, K=32;
+#   4. benchmarks/gpu_auto_probe.py: whether e_step's lax.cond applies the error bound's choice
+#      on this device (it did not on an H100 with jax 0.11.2; see estep.AUTO_FAST_BACKENDS).
 #
 # Usage: bash benchmarks/gpu_checks.sh [OUTDIR [STEP...]]
-#   OUTDIR: logs and result files (default benchmarks/results/gpu); STEP: any of accuracy,
-#   bench_em, restarts (default all three: on one H100 about 3 minutes for bench_em and 1 for
-#   restarts; the accuracy tests' two halves took 185 s and over 200 s with 8-12 workers).
+#   OUTDIR: logs and result files (default benchmarks/results/gpu); STEP: any of probe,
+#   accuracy, bench_em, restarts (default all four). On one H100: bench_em about 3 minutes,
+#   restarts 1; the accuracy tests' two halves took 185 s and over 200 s with 8-12 workers.
 #   PYTHON picks the interpreter (default python3), WORKERS the number of pytest workers
 #   (default 8).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results/gpu}
 shift || true
-steps=" ${*:-accuracy bench_em restarts} "
+steps=" ${*:-probe accuracy bench_em restarts} "
 mkdir -p "$out"
 PY=${PYTHON:-python3}
 # several test workers share one GPU: allocate on demand instead of 75% of memory each
@@ -48,6 +50,9 @@ jaxlib.__version__, 'numpy', numpy.__version__, 'sklearn', sklearn.__version__);
 print('backend', jax.default_backend(), jax.devices())"
 } 2>&1 | tee "$out/machine.log"
 
+if [[ $steps == *" probe "* ]]; then
+    step auto_probe timeout 600 "$PY" -m benchmarks.gpu_auto_probe
+fi
 if [[ $steps == *" accuracy "* ]]; then
     step accuracy_tests timeout 900 "$PY" -m pytest -o addopts="-ra" -q -n "${WORKERS:-8}" --runslow \
         tests/gmm_jax/test_estep.py tests/gmm_jax/test_em.py \

@@ -26,3 +26,15 @@ def test_bench_restarts_smoke(tmp_path):
                                "--n-init", "1,2", "--repeats", "1", "--out", str(tmp_path),
                                "--no-plot"])
     assert [r["n_init"] for r in rep["rows"]] == [1, 2]
+
+
+@pytest.mark.slow
+def test_gpu_auto_probe_reports_which_form_auto_took(capsys):
+    from benchmarks import gpu_auto_probe
+
+    assert gpu_auto_probe.main() == 0
+    out = capsys.readouterr().out.splitlines()
+    full = [ln for ln in out if " full: " in ln]
+    assert len(full) == len(gpu_auto_probe.CONFIGS)
+    if all(ln.startswith("cpu ") for ln in full):  # on the CPU the cond applies the bound
+        assert all("auto took exact" in ln for ln in full), full
