@@ -30,9 +30,9 @@ from gmm_jax import io as gio
 from gmm_jax import validation
 from gmm_jax._jit import as_array
 from gmm_jax.density import log_likelihood, log_prob_components
+from gmm_jax.em import centre, default_shift
 from gmm_jax.fitting import fit as core_fit
 from gmm_jax.init import INIT_METHODS
-from gmm_jax.linalg import mm
 from gmm_jax.sampling import sample as core_sample
 from gmm_jax.types import GMMParams
 
@@ -41,8 +41,8 @@ __all__ = ["GMMClassifier", "GaussianMixture"]
 
 # ----------------------------------------------------------------------------- jitted core calls
 def _centred(params: GMMParams, X):
-    shift = mm(params.weights, params.means)
-    return params._replace(means=params.means - shift), X - shift
+    shift = default_shift(params)
+    return centre(params, shift), X - shift
 
 
 @jax.jit

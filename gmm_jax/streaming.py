@@ -49,10 +49,15 @@ from gmm_jax import checkpoint as ckpt
 from gmm_jax import covariance as cov
 from gmm_jax import estep, validation
 from gmm_jax.density import responsibilities
-from gmm_jax.em import auto_chunk, m_step, repair_components, stats_from_responsibilities
+from gmm_jax.em import (
+    auto_chunk,
+    default_shift,
+    m_step,
+    repair_components,
+    stats_from_responsibilities,
+)
 from gmm_jax.fitting import fit
 from gmm_jax.init import check_init
-from gmm_jax.linalg import mm
 from gmm_jax.types import FitResult, GMMParams
 
 Array = jax.Array
@@ -869,7 +874,7 @@ def online_em(
     params = init_params
     d = params.means.shape[1]
     dtype = params.means.dtype
-    shift = mm(params.weights, params.means) if shift is None else jnp.asarray(shift, dtype)
+    shift = default_shift(params) if shift is None else jnp.asarray(shift, dtype)
     running = None
     reg = jnp.asarray(reg_covar, dtype)
     for t, b in enumerate(batches):
