@@ -34,6 +34,7 @@ from tests.gmm_jax.helpers import (
     dense_covariances,
     init_from_labels,
 )
+from vae_jax import data as vdata
 
 
 @cache
@@ -314,21 +315,14 @@ def test_float32_em_is_monotone_on_digits_grid(covariance_type, k, variant):
 
 @cache
 def _fashion_train(n: int = 10000) -> np.ndarray:
-    from vae_jax import data as vdata
-
     X = vdata.load_fashion_mnist().X_train
     idx = np.random.default_rng(0).choice(X.shape[0], n, replace=False)
     return np.asarray(X[idx], np.float32).reshape(n, -1)
 
 
-def _fashion_available() -> bool:
-    from vae_jax import data as vdata
-
-    return vdata.fashion_mnist_available()
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _fashion_available(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(not vdata.fashion_mnist_available(),
+                    reason="dataset-fashion-mnist not installed")
 @pytest.mark.parametrize("covariance_type,pca", [("diag", False), ("full", True)])
 def test_float32_em_is_monotone_on_fashion_mnist(covariance_type, pca):
     """Fashion-MNIST (10000 training images, float32, reg_covar=1e-6): raw pixels, whose corner

@@ -93,16 +93,22 @@ def test_fit_programs_order_every_linalg_call(covariance_type, options):
     assert unordered_linalg_pairs(jaxpr.jaxpr) == []
 
 
-def test_bank_program_orders_every_linalg_call():
-    X = jnp.asarray(blobs(n=64, seed=0), jnp.float32)
-    keys = jax.random.split(jax.random.key(0), 2)[None]
+def _bank_program(X, *, covariance_type, max_iter, exact_kernel):
+    """The sweeps' and classifiers' bank program (two models, K = 2 and 3 of 3 slots), unjitted
+    so that ``make_jaxpr`` sees its body."""
     fn = fitting.bank_program.jitted._fun if hasattr(fitting.bank_program.jitted, "_fun") \
         else fitting.bank_program._fun
-    jaxpr = jax.make_jaxpr(lambda X: fn(
-        keys, X, jnp.ones(64), jnp.ones(64), None, 1e-3, 1e-6, None,
-        jnp.array([[2, 3]], jnp.int32), n_components=3, covariance_type="full", max_iter=5,
-        init="kmeans", loop="while", chunk_size=64, assignment="soft", method="auto",
-        cache_bytes=0, active_counts=(2, 3), exact_kernel="expanded64"))(X)
+    keys = jax.random.split(jax.random.key(0), 2)[None]
+    return fn(keys, X, jnp.ones(64), jnp.ones(64), None, 1e-3, 1e-6, None,
+              jnp.array([[2, 3]], jnp.int32), n_components=3, covariance_type=covariance_type,
+              max_iter=max_iter, init="kmeans", loop="while", chunk_size=64, assignment="soft",
+              method="auto", cache_bytes=0, active_counts=(2, 3), exact_kernel=exact_kernel)
+
+
+def test_bank_program_orders_every_linalg_call():
+    X = jnp.asarray(blobs(n=64, seed=0), jnp.float32)
+    jaxpr = jax.make_jaxpr(lambda X: _bank_program(X, covariance_type="full", max_iter=5,
+                                                   exact_kernel="expanded64"))(X)
     assert unordered_linalg_pairs(jaxpr.jaxpr) == []
 
 
@@ -200,15 +206,9 @@ def test_every_product_runs_at_highest_precision(covariance_type):
             0, X, 3, covariance_type=ct, init=i, max_iter=3)
     programs["fit hard"] = lambda X: gmm_jax.fit(0, X, 3, covariance_type=ct,
                                                  assignment="hard", max_iter=3)
-    fn = fitting.bank_program.jitted._fun if hasattr(fitting.bank_program.jitted, "_fun") \
-        else fitting.bank_program._fun
-    keys = jax.random.split(jax.random.key(0), 2)[None]
     for kernel in ("whitened", "expanded64"):
-        programs[f"bank {kernel}"] = lambda X, kern=kernel: fn(
-            keys, X, jnp.ones(64), jnp.ones(64), None, 1e-3, 1e-6, None,
-            jnp.array([[2, 3]], jnp.int32), n_components=3, covariance_type=ct, max_iter=3,
-            init="kmeans", loop="while", chunk_size=64, assignment="soft", method="auto",
-            cache_bytes=0, active_counts=(2, 3), exact_kernel=kern)
+        programs[f"bank {kernel}"] = lambda X, kern=kernel: _bank_program(
+            X, covariance_type=ct, max_iter=3, exact_kernel=kern)
     rng = np.random.default_rng(1)
     params = gmm_jax.params_from_covariances(
         jnp.full(3, 1 / 3, jnp.float32), jnp.asarray(rng.normal(size=(3, 3)), jnp.float32),
