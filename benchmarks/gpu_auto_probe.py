@@ -40,11 +40,10 @@ def _worker(spec: dict) -> dict:
     estep.AUTO_FAST_BACKENDS = (jax.default_backend(),)  # let auto use the bound here
     X = load_digits().data + 1e4
     out = {"backend": jax.default_backend(), "jax": jax.__version__}
+    r = np.eye(4)[KMeans(4, n_init=1, random_state=0).fit(X).labels_]
+    nk = r.sum(0)
+    means = (r.T @ X) / nk[:, None]
     for ct in ("full", "tied"):
-        labels = KMeans(4, n_init=1, random_state=0).fit(X).labels_
-        r = np.eye(4)[labels]
-        nk = r.sum(0)
-        means = (r.T @ X) / nk[:, None]
         if ct == "full":
             cov = np.stack([((X - means[j]).T * r[:, j]) @ (X - means[j]) / nk[j]
                             + 1e-6 * np.eye(64) for j in range(4)])
