@@ -155,7 +155,7 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
         n_components=k_max, covariance_type=covariance_type, max_iter=max_iter, init=init,
         loop="while", chunk_size=auto_chunk(n_max, k_max, d, n_init), assignment="soft",
         method=method, cache_bytes=FEATURE_CACHE_BYTES,  # classes differ in K: no compaction
-        exact_kernel=estep.exact_kernel(covariance_type))
+        exact_kernel=estep.exact_kernel(covariance_type, n_init * k_max, d))
     # picking the best restarts on the host: op-by-op indexing would compile per shape
     lb = np.asarray(out["lower_bound"])
     best = _best_restarts(lb, 1, n_init)[:, 0]  # (G,)
@@ -263,7 +263,7 @@ def fit_classifier_lbg(X, y, max_components: int, *, covariance_type: str = "ful
         None if eigenvalue_floor is None else jnp.asarray(eigenvalue_floor, dtype),
         n_components=k, covariance_type=covariance_type, max_iter=max_iter,
         chunk_size=auto_chunk(n_max, k, d), method=method, split_scale=float(split_scale),
-        exact_kernel=estep.exact_kernel(covariance_type))
+        exact_kernel=estep.exact_kernel(covariance_type, k, d))
     out = []
     log_prior = jnp.asarray(np.log(prior), dtype)
     # each stage taken apart on the host: op-by-op indexing would compile per stage and shape

@@ -232,22 +232,65 @@ def bank_exact_moments(params: GMMParams, Y: Array, w: Array, labels: Array | No
     return Nk, Fk, Sk, jnp.sum(wb * ll, axis=-1)
 
 
-def exact_kernel(covariance_type: str) -> str:
-    """Which exact kernel runs: ``"expanded64"`` on CPU for types with features, else
-    ``"whitened"`` (decided when tracing; ``EXACT_KERNEL`` overrides it).
+def expanded_pays(covariance_type: str, n_components: int | None, d: int | None) -> bool:
+    """Whether the expanded64 kernel is the faster exact kernel on CPU for this shape.
+
+    Its cost is dominated by forming the (rows, F) float64 features, F ~ D^2 / 2 for full
+    covariances, whatever the number of components; the whitened kernel's grows with the
+    components times D^2. Measured on CPU (``estep.bank_moments``, 16k rows, full): the whitened
+    kernel is 2-20x faster below about min(32, D / 2) components per data set, expanded64 up to
+    2x faster above. For the other types the features are only 2D + 1 wide and expanded64 is
+    as fast or faster at every K.
+
+    Args:
+        covariance_type: the type.
+        n_components: components that share one data set's rows in one E-step (restarts times
+            K for a bank, the active ones of a sweep), or None when unknown.
+        d: number of features, or None when unknown.
+    """
+    if covariance_type != "full" or n_components is None or d is None:
+        return True
+    return n_components >= min(32, max(2, d // 2))
+
+
+def exact_kernel(covariance_type: str, n_components: int | None = None,
+                 d: int | None = None) -> str:
+    """Which exact kernel runs: on CPU ``"expanded64"`` for types with features where
+    :func:`expanded_pays`, else ``"whitened"`` (decided when tracing; ``EXACT_KERNEL``
+    overrides it).
 
     Inside the caller's own transforms the whitened kernel runs: the expanded64 kernel
     switches float64 on locally, which is only safe when gmm_jax owns the whole trace.
+
+    Args:
+        covariance_type: the type.
+        n_components, d: the shape, as in :func:`expanded_pays` (None: expanded64 on CPU).
     """
     if EXACT_KERNEL != "auto":
         choice = EXACT_KERNEL
     elif in_user_transform():
         choice = "whitened"
+    elif jax.default_backend() == "cpu" and expanded_pays(covariance_type, n_components, d):
+        choice = "expanded64"
     else:
-        choice = "expanded64" if jax.default_backend() == "cpu" else "whitened"
+        choice = "whitened"
     if choice == "expanded64" and not has_features(covariance_type):
         return "whitened"
     return choice
+
+
+#: Elements of the float64 feature block of one chunk of the expanded64 kernel: a block that
+#: stays in cache runs several times faster on CPU than one that does not.
+EXPANDED_CHUNK_ELEMENTS = 1 << 20
+
+
+def expanded_chunk(chunk_size: int, covariance_type: str, d: int) -> int:
+    """Rows per chunk of the expanded64 kernel: ``chunk_size``, or a power of two below it that
+    keeps the (rows, F) float64 feature block (8 MiB) within ``EXPANDED_CHUNK_ELEMENTS``."""
+    f = natural.n_features(covariance_type, d)
+    size = max(256, EXPANDED_CHUNK_ELEMENTS // f)
+    size = 1 << (size.bit_length() - 1)
+    return min(chunk_size, size)
 
 
 def expanded64_moments(params: GMMParams, Y: Array, w: Array, labels: Array | None,
@@ -289,7 +332,7 @@ def expanded64_moments(params: GMMParams, Y: Array, w: Array, labels: Array | No
             wb = jnp.broadcast_to(wt, ll.shape)
             return M, jnp.sum(wb * ll, axis=-1)
 
-        M, sum_ll = sum_over_chunks(chunk, Y, w, chunk_size, labels)
+        M, sum_ll = sum_over_chunks(chunk, Y, w, expanded_chunk(chunk_size, ct, d), labels)
         M = _unflat(M, cols, r, k, 0.0)
         Nk, F0, S0 = jax.vmap(lambda a: natural.unpack_moments(a, ct, d))(M)
         m = p64.means
@@ -411,7 +454,8 @@ def bank_moments(params: GMMParams, Y: Array, w: Array, labels: Array | None, *,
         return x.T if w.ndim == 2 else x
 
     if form == "exact":
-        form = exact_kernel(params.covariance_type)
+        r, k, d = params.means.shape
+        form = exact_kernel(params.covariance_type, r * k if cols is None else len(cols), d)
     if form == "expanded64" and has_features(params.covariance_type):
         return expanded64_moments(params, Y, wt, labels, assignment, chunk_size, cols)
     if form in ("whitened", "expanded64"):

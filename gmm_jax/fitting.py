@@ -588,7 +588,8 @@ def fit(
     traced_any = validation.is_traced(key, X, sw, lab, tol, reg_covar, eigenvalue_floor,
                                       n_active, w_init, m_init, p_init)
     # the float64-accumulating exact kernel only when gmm_jax owns the whole trace
-    kernel = "whitened" if traced_any else estep.exact_kernel(covariance_type)
+    kernel = "whitened" if traced_any else estep.exact_kernel(
+        covariance_type, n_init * (n_active if isinstance(n_active, int) else k_slots), d)
     if concrete and pad_rows and row_bucket(n) > n:
         X, sw = pad_to_bucket(X, np.ones((n,), dtype) if sw is None else np.asarray(sw, dtype))
         if lab is not None:

@@ -203,7 +203,7 @@ def fit_lbg(key, X, max_components: int, *, covariance_type: str = "full",
         None if eigenvalue_floor is None else jnp.asarray(eigenvalue_floor, dtype),
         n_components=k, covariance_type=covariance_type, max_iter=max_iter,
         chunk_size=auto_chunk(n_pad, k, d), method=method, split_scale=float(split_scale),
-        exact_kernel=estep.exact_kernel(covariance_type))
+        exact_kernel=estep.exact_kernel(covariance_type, k, d))
     results = []
     # each stage taken apart on the host: op-by-op indexing would compile per stage and shape
     stages, shift = jax.tree.map(np.asarray, (stages, shift))

@@ -177,8 +177,8 @@ def _run(key, X, w_train, w_score, cands, *, covariance_type, n_init, max_iter, 
         n_components=k_max, covariance_type=covariance_type, max_iter=max_iter, init=init,
         loop="while", chunk_size=chunk, assignment="soft", method=method,
         cache_bytes=FEATURE_CACHE_BYTES,
-        exact_kernel=estep.exact_kernel(covariance_type), active_counts=tuple(k for k in cands
-                                                             for _ in range(n_init)))
+        exact_kernel=estep.exact_kernel(covariance_type, n_init * sum(cands), d),
+        active_counts=tuple(k for k in cands for _ in range(n_init)))
     return jax.tree.map(np.asarray, out), g, c
 
 

@@ -235,6 +235,70 @@ def test_float64_inner_kernel_runs_without_global_x64():
     np.testing.assert_allclose(stats.Sk, ref_stats.Sk, rtol=1e-5, atol=1e-5)
 
 
+def test_expanded64_sums_cache_sized_row_blocks_with_a_ragged_end(x64):
+    """The expanded64 kernel splits a chunk into row blocks whose float64 features stay in cache
+    (1024 rows at D=32, full): 2500 rows in a 4096-row chunk run as three blocks, the last one
+    padded, and give the whitened kernel's statistics."""
+    assert estep.expanded_chunk(4096, "full", 32) == 1024
+    assert estep.expanded_chunk(4096, "full", 64) == 256
+    assert estep.expanded_chunk(512, "diag", 64) == 512  # narrow features: the chunk as given
+    _, _, _, p = _params("full", k=3, d=32, seed=4)
+    bank = jax.tree.map(lambda a: a[None], p)
+    X = jnp.asarray(blobs(n=2500, d=32, k=3, seed=4))
+    w = jnp.asarray(np.random.default_rng(4).uniform(0.5, 2.0, 2500))
+    got = _bank_moments(bank, X, w, None, form="expanded64", assignment="soft", chunk_size=4096)
+    want = _bank_moments(bank, X, w, None, form="whitened", assignment="soft", chunk_size=4096)
+    for name, a, b in zip(("Nk", "Fk", "Sk", "sum_ll"), got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-8, err_msg=name)
+
+
+class _KernelChosen(Exception):
+    pass
+
+
+def test_exact_kernel_follows_the_shape_at_every_entry_point(monkeypatch):
+    """On the CPU the whitened kernel runs where few full-covariance components share the rows
+    (a per-class classifier, a small fit: measured 2-20x faster by
+    ``benchmarks/bench_exact_kernels.py``) and expanded64 where many do (a sweep, many
+    restarts); every entry point passes its own shape. The spy stops each call before it
+    compiles anything."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the expanded64 kernel is chosen on the CPU only")
+    assert estep.exact_kernel("full", 4, 50) == "whitened"
+    assert estep.exact_kernel("full", 32, 50) == "expanded64"
+    assert estep.exact_kernel("full", 3, 8) == "whitened"
+    assert estep.exact_kernel("full", 4, 8) == "expanded64"
+    assert estep.exact_kernel("diag", 1, 64) == "expanded64"
+    assert estep.exact_kernel("full") == "expanded64"  # shape unknown
+    seen = []
+    real = estep.exact_kernel
+
+    def spy(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        raise _KernelChosen
+
+    monkeypatch.setattr(estep, "exact_kernel", spy)
+    X = np.random.default_rng(0).normal(size=(80, 40)).astype(np.float32)
+    y = np.arange(80) % 2
+    _, _, _, p = _params("full", k=2, d=40, dtype=np.float32)
+    e_step = jax.jit(gmm_jax.e_step._fun, static_argnames=("method",))  # traced afresh
+    cases = {
+        "fit K=2": (lambda: gmm_jax.fit(0, X, 2), "whitened"),
+        "fit K=4, 8 restarts": (lambda: gmm_jax.fit(0, X, 4, n_init=8), "expanded64"),
+        "classifier": (lambda: gmm_jax.classifier.fit_classifier(0, X, y, 3), "whitened"),
+        "LBG classifier": (lambda: gmm_jax.classifier.fit_classifier_lbg(X, y, 2), "whitened"),
+        "sweep K=1..8": (lambda: gmm_jax.select_n_components(0, X, range(1, 9)), "expanded64"),
+        "sweep K=1,2": (lambda: gmm_jax.select_n_components(0, X, [1, 2]), "whitened"),
+        "fit_lbg": (lambda: gmm_jax.fit_lbg(0, X, 4), "whitened"),
+        "e_step": (lambda: e_step(p, jnp.asarray(X), method="exact"), "whitened"),
+    }
+    for name, (call, want) in cases.items():
+        seen.clear()
+        with pytest.raises(_KernelChosen):
+            call()
+        assert seen == [want], name
+
+
 def test_method_is_checked():
     _, _, _, p = _params("diag", dtype=np.float32)
     with pytest.raises(ValueError, match="method must be one of"):
