@@ -38,3 +38,15 @@ def test_gpu_auto_probe_reports_which_form_auto_took(capsys):
     assert len(full) == len(gpu_auto_probe.CONFIGS)
     if all(ln.startswith("cpu ") for ln in full):  # on the CPU the cond applies the bound
         assert all("auto took exact" in ln for ln in full), full
+
+
+@pytest.mark.slow
+def test_bench_exact_kernels_smoke(tmp_path):
+    from benchmarks import bench_exact_kernels
+
+    rep = bench_exact_kernels.main(["--n", "512", "--d", "4", "--k", "1,8", "--cov", "full,diag",
+                                    "--repeats", "1", "--out", str(tmp_path)])
+    assert [(r["type"], r["k"]) for r in rep["rows"]] == [("full", 1), ("full", 8), ("diag", 1),
+                                                          ("diag", 8)]
+    assert all(r["whitened"] > 0 and r["expanded64"] > 0 for r in rep["rows"])
+    assert "| full | 4 | 8 |" in (tmp_path / "bench_exact_kernels.md").read_text()
