@@ -235,12 +235,13 @@ def bank_exact_moments(params: GMMParams, Y: Array, w: Array, labels: Array | No
 def expanded_pays(covariance_type: str, n_components: int | None, d: int | None) -> bool:
     """Whether the expanded64 kernel is the faster exact kernel on CPU for this shape.
 
-    Its cost is dominated by forming the (rows, F) float64 features, F ~ D^2 / 2 for full
-    covariances, whatever the number of components; the whitened kernel's grows with the
-    components times D^2. Measured on CPU (``estep.bank_moments``, 16k rows, full): the whitened
-    kernel is 2-20x faster below about min(32, D / 2) components per data set, expanded64 up to
-    2x faster above. For the other types the features are only 2D + 1 wide and expanded64 is
-    as fast or faster at every K.
+    Its cost is dominated by forming the (rows, F) float64 features once per row whatever the
+    number of components (F ~ D^2 / 2 for full covariances, 2D + 1 otherwise); the whitened
+    kernel's grows with the components times D^2 (full) or D. Measured on CPU with
+    ``benchmarks/bench_exact_kernels.py`` (one E-step on 16k rows): for full covariances the
+    whitened kernel is 2-20x faster below about min(32, D / 2) components per data set and
+    expanded64 up to 4x faster above; for diag and spherical the crossover is near D / 8
+    components (whitened up to 3x faster below it at D = 64, expanded64 up to 3x above).
 
     Args:
         covariance_type: the type.
@@ -248,9 +249,11 @@ def expanded_pays(covariance_type: str, n_components: int | None, d: int | None)
             K for a bank, the active ones of a sweep), or None when unknown.
         d: number of features, or None when unknown.
     """
-    if covariance_type != "full" or n_components is None or d is None:
+    if n_components is None or d is None:
         return True
-    return n_components >= min(32, max(2, d // 2))
+    if covariance_type == "full":
+        return n_components >= min(32, max(2, d // 2))
+    return 8 * n_components >= d
 
 
 def exact_kernel(covariance_type: str, n_components: int | None = None,

@@ -257,8 +257,8 @@ class _KernelChosen(Exception):
 
 
 def test_exact_kernel_follows_the_shape_at_every_entry_point(monkeypatch):
-    """On the CPU the whitened kernel runs where few full-covariance components share the rows
-    (a per-class classifier, a small fit: measured 2-20x faster by
+    """On the CPU the whitened kernel runs where few components share the rows (a per-class
+    classifier, a small fit: for full covariances measured 2-20x faster by
     ``benchmarks/bench_exact_kernels.py``) and expanded64 where many do (a sweep, many
     restarts); every entry point passes its own shape. The spy stops each call before it
     compiles anything."""
@@ -268,7 +268,9 @@ def test_exact_kernel_follows_the_shape_at_every_entry_point(monkeypatch):
     assert estep.exact_kernel("full", 32, 50) == "expanded64"
     assert estep.exact_kernel("full", 3, 8) == "whitened"
     assert estep.exact_kernel("full", 4, 8) == "expanded64"
-    assert estep.exact_kernel("diag", 1, 64) == "expanded64"
+    assert estep.exact_kernel("diag", 4, 64) == "whitened"
+    assert estep.exact_kernel("diag", 8, 64) == "expanded64"
+    assert estep.exact_kernel("spherical", 1, 8) == "expanded64"
     assert estep.exact_kernel("full") == "expanded64"  # shape unknown
     seen = []
     real = estep.exact_kernel
