@@ -9,7 +9,10 @@ alike:
   where the next covariance is close to the identity. Nothing cancels in float32: the mean
   log-likelihood matches float64 to about 1e-7 relative on data whose covariances are
   ill-conditioned (sklearn's digits with ``reg_covar=1e-6``), and EM stays monotone there.
-  Cost: two batched GEMMs of N K D^2 (full), N K D elementwise work (diagonal types).
+  Cost: two batched GEMMs of N K D^2 (full), N K D elementwise work (diagonal types). On the
+  CPU, where many components share the rows, the same statistics come cheaper from the
+  expanded form in float64 arithmetic (``expanded64_moments``); :func:`exact_kernel` picks
+  between the two kernels by shape.
 * **fast** (expanded): the natural-parameter GEMMs ``phi @ Theta`` and ``R^T phi`` of
   ``gmm_jax.natural`` (full and diagonal types; ``phi`` can be cached because the data are
   fixed), or ``X @ L`` plus cross terms (tied). About half the work of the exact form, but it
