@@ -589,7 +589,7 @@ def fit(
                                       n_active, w_init, m_init, p_init)
     # the float64-accumulating exact kernel only when gmm_jax owns the whole trace
     kernel = "whitened" if traced_any else estep.exact_kernel(
-        covariance_type, n_init * (n_active if isinstance(n_active, int) else k_slots), d)
+        covariance_type, n_init * k_slots, d)  # every slot is computed, masked or not
     if concrete and pad_rows and row_bucket(n) > n:
         X, sw = pad_to_bucket(X, np.ones((n,), dtype) if sw is None else np.asarray(sw, dtype))
         if lab is not None:
