@@ -163,8 +163,13 @@ def _bank_posterior(lp: Array, w: Array, labels: Array | None, assignment: str):
         ll = jnp.max(lp, axis=1)
         r = jax.nn.one_hot(best, k, axis=1, dtype=lp.dtype)
     else:
-        ll = jax.nn.logsumexp(lp, axis=1)
-        r = jnp.exp(lp - ll[:, None, :])
+        # one exp per (model, component, row), not two (logsumexp's and the posterior's)
+        top = jax.lax.stop_gradient(jnp.max(lp, axis=1, keepdims=True))
+        top = jnp.where(jnp.isfinite(top), top, 0.0)
+        e = jnp.exp(lp - top)
+        total = jnp.sum(e, axis=1)
+        ll = top[:, 0, :] + jnp.log(total)
+        r = e / total[:, None, :]
     if labels is not None:
         known = labels >= 0
         lab = jnp.where(known, labels, 0)
