@@ -29,7 +29,7 @@ from gmm_jax.types import GMMParams, SuffStats
 Array = jax.Array
 
 __all__ = ["check_monotone", "e_step", "em_iterations", "m_step", "repair_components",
-           "stats_from_responsibilities"]
+           "stats_from_responsibilities", "stats_from_seed_rows"]
 
 # Budget for the largest per-chunk intermediate of the E-step, (models, K, chunk, D), in elements.
 _CHUNK_ELEMENTS = 1 << 21
@@ -106,6 +106,37 @@ def stats_from_responsibilities(
 
     Nk, Fk, Sk = sum_over_chunks(fn, X, w, size, resp)
     return SuffStats(Nk, Fk, Sk, shift, ct, cov.identity_basis(ct, k, d, X.dtype))
+
+
+def stats_from_seed_rows(X: Array, idx: Array, covariance_type: str, *,
+                         sample_weight: Array | None = None, n_active=None) -> SuffStats:
+    """The statistics :func:`stats_from_responsibilities` gives for responsibilities one-hot
+    on one seed row per component, from those K rows alone (O(K D) instead of O(N K D^2)).
+
+    Each active component k has the weight of row ``idx[k]``, its mean at that row and zero
+    scatter about it (exactly what the dense two-pass moments give); inactive slots are empty.
+
+    Args:
+        X: (N, D) samples.
+        idx: (K,) seed row of each component (``gmm_jax.init.seed_rows``).
+        covariance_type: static type name.
+        sample_weight: optional (N,) non-negative weights.
+        n_active: optional number of active components (the first ``n_active`` slots).
+
+    Returns:
+        ``SuffStats`` with the identity basis.
+    """
+    k = idx.shape[0]
+    d = X.shape[1]
+    active = jnp.arange(k) < (k if n_active is None else n_active)
+    w = jnp.ones((X.shape[0],), X.dtype) if sample_weight is None else \
+        sample_weight.astype(X.dtype)
+    nk = jnp.where(active, w[idx], 0.0)
+    shift = jnp.where(active[:, None], X[idx], 0.0)
+    ct = covariance_type
+    s_shape = (k, d, d) if ct == "full" else (d, d) if ct == "tied" else (k, d)
+    return SuffStats(nk, jnp.zeros((k, d), X.dtype), jnp.zeros(s_shape, X.dtype), shift, ct,
+                     cov.identity_basis(ct, k, d, X.dtype))
 
 
 @cpu_tuned_jit(static_argnames=("chunk_size", "method", "assignment"))

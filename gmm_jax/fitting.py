@@ -32,8 +32,14 @@ from gmm_jax import covariance as cov
 from gmm_jax import estep, lbg, natural, validation
 from gmm_jax._jit import as_array, cpu_tuned_jit
 from gmm_jax.chunking import n_chunks, pad_rows
-from gmm_jax.em import auto_chunk, check_monotone, em_iterations, stats_from_responsibilities
-from gmm_jax.init import check_init, initial_responsibilities
+from gmm_jax.em import (
+    auto_chunk,
+    check_monotone,
+    em_iterations,
+    stats_from_responsibilities,
+    stats_from_seed_rows,
+)
+from gmm_jax.init import ROW_SEEDED, check_init, initial_responsibilities, seed_rows
 from gmm_jax.linalg import einsum, mm
 from gmm_jax.mstep import m_step
 from gmm_jax.types import FitResult, GMMParams
@@ -289,6 +295,10 @@ def bank_fit(keys, Y, w, labels, tol, reg, floor, n_active, inits, *, config: Ba
         init_stats, start_fields = None, None
     else:
         def stats_one(kk, y, wt, lab, na):
+            if lab is None and init in ROW_SEEDED:  # K seed rows: no pass over the data
+                idx = seed_rows(kk, jax.lax.stop_gradient(y), k, init,
+                                sample_weight=jax.lax.stop_gradient(wt), n_active=na)
+                return stats_from_seed_rows(y, idx, ct, sample_weight=wt, n_active=na)
             resp = initial_responsibilities(kk, jax.lax.stop_gradient(y), k, init,
                                             sample_weight=jax.lax.stop_gradient(wt),
                                             n_active=na)

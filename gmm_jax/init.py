@@ -28,6 +28,12 @@ Array = jax.Array
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data", "lbg")
 
 
+#: Methods whose responsibilities are one-hot on one seed row per component (every other row
+#: zero): their initial statistics come from the K seed rows alone
+#: (``gmm_jax.em.stats_from_seed_rows``), not from a pass over all N rows.
+ROW_SEEDED = ("k-means++", "random_from_data")
+
+
 def check_init(init: str) -> str:
     if init not in INIT_METHODS:
         raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}.")
@@ -58,12 +64,8 @@ def initial_responsibilities(key: Array, X: Array, n_components: int, init: str,
             jnp.arange(k))
         r = jnp.where(active[:, None], cols, 0.0).T
         return r / jnp.sum(r, axis=1, keepdims=True)
-    if init == "random_from_data":
-        g = jax.random.gumbel(key, (n,), dtype)
-        idx = jax.lax.top_k(jnp.where(w > 0, g, -jnp.inf), k)[1]
-        return _one_hot_rows(idx, n, k, active, dtype)
-    if init == "k-means++":
-        _, idx = km.kmeans_plusplus(key, X, k, sample_weight=w, n_active=n_active)
+    if init in ROW_SEEDED:
+        idx = seed_rows(key, X, k, init, sample_weight=w, n_active=n_active)
         return _one_hot_rows(idx, n, k, active, dtype)
     if init == "kmeans":
         C0, _ = km.kmeans_plusplus(key, X, k, sample_weight=w, n_active=n_active)
@@ -77,6 +79,24 @@ def initial_responsibilities(key: Array, X: Array, n_components: int, init: str,
         labels, _ = km.assign(X, C, active)
         return jax.nn.one_hot(labels, k, dtype=dtype)
     raise ValueError(check_init(init))
+
+
+def seed_rows(key: Array, X: Array, n_components: int, init: str, *,
+              sample_weight: Array | None = None, n_active=None) -> Array:
+    """(K,) int index of the row seeding each component, for the ``ROW_SEEDED`` methods.
+
+    ``"random_from_data"``: K distinct rows of positive weight, uniformly at random;
+    ``"k-means++"``: the rows k-means++ seeding picks. Only the first ``n_active`` entries are
+    used (the others index some row and are masked by the caller).
+    """
+    n = X.shape[0]
+    w = jnp.ones((n,), X.dtype) if sample_weight is None else sample_weight.astype(X.dtype)
+    if init == "random_from_data":
+        g = jax.random.gumbel(key, (n,), X.dtype)
+        return jax.lax.top_k(jnp.where(w > 0, g, -jnp.inf), n_components)[1]
+    if init == "k-means++":
+        return km.kmeans_plusplus(key, X, n_components, sample_weight=w, n_active=n_active)[1]
+    raise ValueError(f"seed_rows serves {ROW_SEEDED}, got {init!r}.")
 
 
 def _one_hot_rows(idx: Array, n: int, k: int, active: Array, dtype) -> Array:
