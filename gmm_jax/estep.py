@@ -344,28 +344,35 @@ def expanded64_moments(params: GMMParams, Y: Array, w: Array, labels: Array | No
             return M, jnp.sum(wb * ll, axis=-1)
 
         M, sum_ll = sum_over_chunks(chunk, Y, w, expanded_chunk(chunk_size, ct, d), labels)
-        M = _unflat(M, cols, r, k, 0.0)
-        Nk, F0, S0 = jax.vmap(lambda a: natural.unpack_moments(a, ct, d))(M)
-        m = p64.means
-        Fk = F0 - Nk[:, :, None] * m  # about the current means
-        pc = p64.precisions_cholesky
+        # re-centred and whitened for the active components only (A of them, flat), then
+        # scattered back into the (R, K) slots
+        Nk, F0, S0 = natural.unpack_moments(M, ct, d)
+        m = _flat(p64.means, cols)
+        Fk = F0 - Nk[:, None] * m  # about the current means
         if ct == "full":
-            mf = m[:, :, :, None] * F0[:, :, None, :]
-            S = S0 - mf - jnp.swapaxes(mf, -1, -2) + Nk[:, :, None, None] * (
-                m[:, :, :, None] * m[:, :, None, :])
+            pc = _flat(p64.precisions_cholesky, cols)  # (A, D, D)
+            mf = m[:, :, None] * F0[:, None, :]
+            S = S0 - mf - jnp.swapaxes(mf, -1, -2) + Nk[:, None, None] * (
+                m[:, :, None] * m[:, None, :])
             Sk = mm(mm(jnp.swapaxes(pc, -1, -2), S), pc)  # whitened: L^T S L
         else:
-            S = S0 - 2.0 * m * F0 + Nk[:, :, None] * m**2
-            s = jax.vmap(lambda a: cov.expand_precision_cholesky(a, ct, k, d))(pc)
+            S = S0 - 2.0 * m * F0 + Nk[:, None] * m**2
+            s = _flat(jax.vmap(lambda a: cov.expand_precision_cholesky(a, ct, k, d))(
+                p64.precisions_cholesky), cols)
             Sk = S * s**2
+        Nk, Fk, Sk = (_unflat(a, cols, r, k, 0.0) for a in (Nk, Fk, Sk))
         return jax.tree.map(lambda a: a.astype(out_dtype), (Nk, Fk, Sk, sum_ll))
 
 
 def bank_theta(params: GMMParams, cols=None) -> Array:
     """(F, A) natural parameters of a bank side by side (one wide GEMM per E-step): all R K
     components, or the active ones listed in ``cols``."""
+    if cols is not None and params.covariance_type in ("full", "diag", "spherical"):
+        # per-component parameters: the active ones as one model of A components
+        flat = params._replace(**{name: _flat(getattr(params, name), cols) for name in (
+            "weights", "means", "covariances", "precisions_cholesky")})
+        return natural.natural_parameters(flat)
     theta = jax.vmap(natural.natural_parameters)(params)  # (R, F, K)
-    r, f, k = theta.shape
     return _flat(jnp.transpose(theta, (0, 2, 1)), cols).T
 
 

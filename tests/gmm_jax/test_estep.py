@@ -90,7 +90,7 @@ def test_statistics_add_over_chunks_and_padding_rows_count_nothing(x64):
     np.testing.assert_allclose(ll_p, ll, rtol=1e-13)
 
 
-@pytest.mark.parametrize("ct", ["full", "diag", "tied"])
+@pytest.mark.parametrize("ct", ["full", "diag", "spherical", "tied"])
 def test_bank_equals_a_loop_of_single_models_and_masked_slots_cost_nothing(x64, ct):
     """R models in one bank (wide GEMMs) equal R separate E-steps; a masked slot changes
     nothing, with or without the static compaction of active columns."""
@@ -119,8 +119,16 @@ def test_bank_equals_a_loop_of_single_models_and_masked_slots_cost_nothing(x64, 
         for c in (None, cols):
             got = _bank_moments(masked, X, w, None, form=form, assignment="soft",
                                      chunk_size=16, cols=c)
+            for r in (0, 2):  # the unmasked models, whose columns sit after the skipped one
+                one = _chunked_moments(models[r], X, w, None, form=form, assignment="soft",
+                                       chunk_size=16)
+                for g, o in zip(got, one, strict=True):
+                    np.testing.assert_allclose(g[r], o, rtol=1e-11, atol=1e-13,
+                                               err_msg=f"{form} cols={c} model {r}")
             np.testing.assert_allclose(got[0][1, :2], ref[0], rtol=1e-11, err_msg=form)
             assert float(got[0][1, 2]) == 0.0
+            np.testing.assert_allclose(got[1][1, :2], ref[1], rtol=1e-10, atol=1e-12,
+                                       err_msg=form)
             np.testing.assert_allclose(got[3][1], ref[3], rtol=1e-12, err_msg=form)
             if ct != "tied":
                 np.testing.assert_allclose(got[2][1, :2], ref[2], rtol=1e-10, atol=1e-12)
