@@ -20,6 +20,7 @@ import numpy as np
 
 from gmm_jax import covariance as cov
 from gmm_jax import estep
+from gmm_jax import kmeans as km
 from gmm_jax._jit import cpu_tuned_jit
 from gmm_jax.chunking import sum_over_chunks
 from gmm_jax.linalg import mm
@@ -128,10 +129,8 @@ def stats_from_seed_rows(X: Array, idx: Array, covariance_type: str, *,
     """
     k = idx.shape[0]
     d = X.shape[1]
-    active = jnp.arange(k) < (k if n_active is None else n_active)
-    w = jnp.ones((X.shape[0],), X.dtype) if sample_weight is None else \
-        sample_weight.astype(X.dtype)
-    nk = jnp.where(active, w[idx], 0.0)
+    active = km._active_mask(k, n_active)
+    nk = jnp.where(active, km._weights(X, sample_weight)[idx], 0.0)
     shift = jnp.where(active[:, None], X[idx], 0.0)
     ct = covariance_type
     s_shape = (k, d, d) if ct == "full" else (d, d) if ct == "tied" else (k, d)

@@ -367,7 +367,7 @@ def expanded64_moments(params: GMMParams, Y: Array, w: Array, labels: Array | No
 def bank_theta(params: GMMParams, cols=None) -> Array:
     """(F, A) natural parameters of a bank side by side (one wide GEMM per E-step): all R K
     components, or the active ones listed in ``cols``."""
-    if cols is not None and params.covariance_type in ("full", "diag", "spherical"):
+    if cols is not None and not cov.is_tied(params.covariance_type):
         # per-component parameters: the active ones as one model of A components
         flat = params._replace(**{name: _flat(getattr(params, name), cols) for name in (
             "weights", "means", "covariances", "precisions_cholesky")})

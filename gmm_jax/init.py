@@ -89,10 +89,9 @@ def seed_rows(key: Array, X: Array, n_components: int, init: str, *,
     ``"k-means++"``: the rows k-means++ seeding picks. Only the first ``n_active`` entries are
     used (the others index some row and are masked by the caller).
     """
-    n = X.shape[0]
-    w = jnp.ones((n,), X.dtype) if sample_weight is None else sample_weight.astype(X.dtype)
+    w = km._weights(X, sample_weight)
     if init == "random_from_data":
-        g = jax.random.gumbel(key, (n,), X.dtype)
+        g = jax.random.gumbel(key, (X.shape[0],), X.dtype)
         return jax.lax.top_k(jnp.where(w > 0, g, -jnp.inf), n_components)[1]
     if init == "k-means++":
         return km.kmeans_plusplus(key, X, n_components, sample_weight=w, n_active=n_active)[1]
