@@ -9,8 +9,9 @@ from pathlib import Path
 # tests compile at a lower cost: LLVM optimisation level 0 and XLA's classic CPU fusion emitters
 # instead of the newer MLIR ones (measured on the GMVAE and io tests: 181 s -> 86 s; the fit
 # programs compile 2-3x faster, with the same results to the last digit printed). gmm_jax
-# programs default to level 1 but leave a level set in XLA_FLAGS alone; a user's own XLA_FLAGS
-# entries for either option win here too. Run-time speed is measured by benchmarks/, not here.
+# programs default to level 1, and to the classic emitters below a size (gmm_jax/_jit.py), but
+# leave an option set in XLA_FLAGS alone; a user's own XLA_FLAGS entries for either option win
+# here too. Run-time speed is measured by benchmarks/, not here.
 _FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 _FLAGS_SET = "_GMM_JAX_TESTS_XLA_FLAGS"  # the controller chose them; workers inherit the result
 
