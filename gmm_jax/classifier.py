@@ -75,7 +75,7 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
                    priors=None, sample_weight=None, covariance_type: str = "full",
                    max_iter: int = 100, tol: float = 1e-3, n_init: int = 1,
                    init: str = "kmeans", reg_covar: float = 1e-6, eigenvalue_floor=None,
-                   method: str = "auto") -> ClassifierParams:
+                   method: str = "auto", max_components: int | None = None) -> ClassifierParams:
     """Fits one mixture to the samples of each class, all classes in one compiled program.
 
     Args:
@@ -91,6 +91,11 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
         sample_weight: optional (N,) weights.
         covariance_type, max_iter, tol, n_init, init, reg_covar, eigenvalue_floor, method: as in
             :func:`gmm_jax.fit`, for every class.
+        max_components: optional number of component slots per class (>= every K; default the
+            largest K). Classifiers of different K under one ``max_components`` share one
+            compiled program (a sweep over K compiles once), at the cost of computing the
+            masked slots; the fit is the same as without it (the slots beyond a class's K have
+            zero weight).
 
     Returns:
         ``ClassifierParams``.
@@ -144,6 +149,12 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
     Xg, wg = pad_groups(X, w, rows)  # one padded block per class
     g, n_max = wg.shape
     k_max = max(ks)
+    if max_components is not None:
+        k_max_given = validation.check_positive_int(max_components, "max_components")
+        if k_max_given < k_max:
+            raise ValueError(f"max_components={k_max_given} is below the largest n_components="
+                             f"{k_max}; pass max_components >= every class's K.")
+        k_max = k_max_given
     keys = jax.vmap(lambda i: restart_keys(jax.random.fold_in(key, i), n_init))(
         jnp.arange(g))
     n_active = jnp.broadcast_to(jnp.asarray(ks, jnp.int32)[:, None], (g, n_init))

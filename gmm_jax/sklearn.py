@@ -428,10 +428,14 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
             eigenvalue_floor: as in :class:`GaussianMixture`, used for every class.
         priors: optional class priors, aligned with ``classes_`` (an array) or a dict
             ``{label: prior}``; default the class frequencies.
+        max_components: optional number of component slots per class (>= every K): classifiers
+            of different ``n_components`` with the same ``max_components`` share one compiled
+            program (for a sweep over K), with the same fit.
 
     Attributes:
         classes_: (C,) class labels (sorted; -1 first when there are background samples).
-        class_log_prior_: (C,). weights_ (C, K_max), means_ (C, K_max, D), covariances_,
+        class_log_prior_: (C,). weights_ (C, K_max) (K_max: the largest K, or max_components),
+        means_ (C, K_max, D), covariances_,
         precisions_cholesky_ (leading axis C, then the per-class shapes; classes with fewer
         components have zero weights in the remaining slots). n_components_ (C,) int.
         converged_ (C,) bool. n_features_in_. background_offset_: the log-score added to the
@@ -450,8 +454,9 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
                  max_iter=100, n_init=1, init_params="kmeans", random_state=None, priors=None,
-                 eigenvalue_floor=None):
+                 eigenvalue_floor=None, max_components=None):
         self.n_components = n_components
+        self.max_components = max_components
         self.covariance_type = covariance_type
         self.tol = tol
         self.reg_covar = reg_covar
@@ -529,7 +534,7 @@ class GMMClassifier(ClassifierMixin, BaseEstimator):
                 covariance_type=self.covariance_type, max_iter=self.max_iter, tol=self.tol,
                 n_init=self.n_init, init=self.init_params, reg_covar=self.reg_covar,
                 sample_weight=sample_weight, priors=priors,
-                eigenvalue_floor=self.eigenvalue_floor,
+                eigenvalue_floor=self.eigenvalue_floor, max_components=self.max_components,
             )
             # the core orders classes 0..C-1 then -1; classes_ puts -1 first
             order = np.r_[len(labels) - 1, np.arange(len(labels) - 1)] if has_bg else \

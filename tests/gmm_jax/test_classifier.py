@@ -53,6 +53,36 @@ def test_each_class_equals_a_fit_on_its_rows(x64):
     assert float(m.params.weights[1, 1]) == 0.0  # class 1's second slot is masked
 
 
+def test_max_components_shares_one_program_across_k_and_fits_the_same(x64):
+    """Classifiers of K = 1 and 2 (and per-class K) under max_components=4 run one compiled
+    program, and each equals the classifier fitted without the spare slots (same key)."""
+    key = jax.random.key(5)
+    kss = (1, {0: 2, 1: 1}, 2)
+    padded_fits, programs = [], []
+    for ks in kss:
+        padded_fits.append(fit_classifier(key, X, Y, ks, max_components=4))
+        programs.append(fitting.bank_program._cache_size())
+    assert programs[0] == programs[1] == programs[2], programs  # compiled for K=1 only
+    for ks, padded in zip(kss, padded_fits, strict=True):
+        plain = fit_classifier(key, X, Y, ks)
+        assert padded.params.means.shape == (2, 4, 2)
+        for c in (0, 1):
+            k = ks if isinstance(ks, int) else ks[c]
+            np.testing.assert_array_equal(padded.params.weights[c, k:], 0.0)
+            np.testing.assert_allclose(padded.params.weights[c, :k], plain.params.weights[c, :k],
+                                       rtol=1e-10, atol=1e-13)
+            np.testing.assert_allclose(padded.params.means[c, :k], plain.params.means[c, :k],
+                                       rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(padded.params.covariances[c, :k],
+                                       plain.params.covariances[c, :k], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(joint_log_likelihood(padded, X), joint_log_likelihood(plain, X),
+                                   rtol=1e-10)
+    clf = GMMClassifier(1, max_components=4, random_state=0).fit(X, Y)
+    assert clf.means_.shape == (2, 4, 2) and clone(clf).get_params()["max_components"] == 4
+    with pytest.raises(ValueError, match="max_components=1 is below the largest n_components=2"):
+        fit_classifier(key, X, Y, 2, max_components=1)
+
+
 def test_lbg_classifier_stages_equal_per_class_lbg_runs(x64):
     """Every stage of the one-program LBG classifier is the stage a separate fit_lbg on the
     class's rows gives (the seed's per-class table recipe), and one program serves all."""
