@@ -9,6 +9,8 @@ Workflows:
 * ``classifier``: ``GMMClassifier(K, "full", reg_covar=1e-4)`` for K = 1, 2, 4, 8 on Fashion-MNIST
   PCA-50 (8000 training images drawn with seed 0, tested on the 10000 test images), against one
   scikit-learn ``GaussianMixture`` per class and K; test error of both.
+* ``classifier_shared``: the same with ``max_components=8``: the four classifiers share one
+  compiled program (masked slots are computed, so the warm time grows), the same fits.
 
 Every contender runs in its own fresh subprocess: the first call is what a user pays in a new
 session (imports excluded, XLA compilation included); the second call in the same process is
@@ -18,7 +20,7 @@ other jobs on a shared machine). The persistent compilation cache is off here un
 
 Usage::
 
-    python benchmarks/bench_workflows.py                       # all three (Fashion-MNIST needed)
+    python benchmarks/bench_workflows.py                       # all four (Fashion-MNIST needed)
     python benchmarks/bench_workflows.py --workflows sweep_full sweep_diag
 
 Results: ``benchmarks/results/bench_workflows.json`` and ``.md``.
@@ -41,6 +43,7 @@ from benchmarks import _common as C  # noqa: E402
 
 MODULE = "benchmarks.bench_workflows"
 CLASSIFIER_KS = (1, 2, 4, 8)
+WORKFLOWS = ("sweep_full", "sweep_diag", "classifier", "classifier_shared")
 
 
 # ------------------------------------------------------------------------------------ data
@@ -90,12 +93,14 @@ def _gmm_jax(workflow: str, cache: str | None) -> dict:
     else:
         Z_tr, y_tr, Z_te, y_te = fashion_pca50()
         Z_tr, Z_te = Z_tr.astype(np.float32), Z_te.astype(np.float32)
+        shared = {"max_components": max(CLASSIFIER_KS)} if workflow == "classifier_shared" \
+            else {}
 
         def run():
             errs = {}
             for k in CLASSIFIER_KS:
                 clf = gmm_jax.GMMClassifier(k, covariance_type="full", reg_covar=1e-4,
-                                            random_state=0).fit(Z_tr, y_tr)
+                                            random_state=0, **shared).fit(Z_tr, y_tr)
                 errs[k] = 100.0 * float(np.mean(clf.predict(Z_te) != y_te))
             return {"test_error": errs}
 
@@ -177,8 +182,7 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--workflows", nargs="+", default=["sweep_full", "sweep_diag", "classifier"],
-                    choices=["sweep_full", "sweep_diag", "classifier"])
+    ap.add_argument("--workflows", nargs="+", default=list(WORKFLOWS), choices=WORKFLOWS)
     ap.add_argument("--compilation-cache", default=None,
                     help="directory of JAX's persistent compilation cache for gmm_jax")
     ap.add_argument("--blas-threads", type=int, default=None,

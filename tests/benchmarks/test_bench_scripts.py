@@ -50,3 +50,16 @@ def test_bench_exact_kernels_smoke(tmp_path):
                                                           ("diag", 8)]
     assert all(r["whitened"] > 0 and r["expanded64"] > 0 for r in rep["rows"])
     assert "| full | 4 | 8 |" in (tmp_path / "bench_exact_kernels.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_workflows_smoke(tmp_path):
+    """The diag sweep row, both contenders in their own processes (about a minute)."""
+    from benchmarks import bench_workflows
+
+    out = tmp_path / "wf"
+    assert bench_workflows.main(["--workflows", "sweep_diag", "--blas-threads", "1",
+                                 "--out", str(out)]) == 0
+    row = json.loads((tmp_path / "wf.json").read_text())["workflows"]["sweep_diag"]
+    assert row["gmm_jax"]["repeat_equal"] and row["gmm_jax"]["best_k"] >= 10
+    assert "| sweep_diag |" in (tmp_path / "wf.md").read_text()
