@@ -83,9 +83,9 @@ def cpu_compiler_options(small: bool = False) -> dict:
 def program_work(args, kwargs) -> int:
     """A rough size of a program's per-iteration work: its largest array argument's size times
     its static ``n_components`` (or ``n_clusters``; 1 when it has neither)."""
-    size = max((int(np.prod(leaf.shape, dtype=np.int64))
-                for leaf in jax.tree.leaves((args, kwargs)) if hasattr(leaf, "shape")),
-               default=0)
+    shapes = (getattr(leaf, "shape", None) for leaf in jax.tree.leaves((args, kwargs)))
+    size = max((int(np.prod(s, dtype=np.int64)) for s in shapes if isinstance(s, tuple)),
+               default=0)  # arrays only: a Mesh's shape is a dict
     k = kwargs.get("n_components", kwargs.get("n_clusters", 1))
     return size * (k if isinstance(k, int) else 1)
 

@@ -50,6 +50,8 @@ def test_large_programs_compile_with_the_newer_fusion_emitters(monkeypatch):
     fn = _jit.cpu_tuned_jit(f, static_argnames=("n_components",))
     assert _jit.program_work((np.ones((10, 5)),), {"n_components": 4}) == 200
     assert _jit.program_work((np.ones((10, 5)), np.ones(3)), {"n_clusters": 30}) == 1500
+    mesh = jax.make_mesh((1,), ("data",))  # a static argument of the sharded fit
+    assert _jit.program_work((np.ones(3),), {"mesh": mesh, "max_iter": 5}) == 3
     np.testing.assert_array_equal(fn(np.ones((10, 5), np.float32), n_components=4), 4.0)
     np.testing.assert_array_equal(fn(np.ones((10, 5), np.float32), n_components=30), 30.0)
     assert seen == [True, False] and set(fn._jitted) == {True, False}
