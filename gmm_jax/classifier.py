@@ -30,7 +30,8 @@ from gmm_jax.linalg import mm
 from gmm_jax.selection import _best_restarts
 from gmm_jax.types import GMMParams
 
-__all__ = ["ClassifierParams", "fit_classifier", "joint_log_likelihood", "predict_classes"]
+__all__ = ["ClassifierParams", "fit_classifier", "fit_classifier_sweep", "joint_log_likelihood",
+           "predict_classes"]
 
 BACKGROUND = -1
 
@@ -110,6 +111,59 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
         >>> float(np.mean(np.asarray(predict_classes(m, X)) == y)) > 0.95
         True
     """
+    return _fit_classifiers(
+        key, X, y, [n_components], n_classes=n_classes, priors=priors,
+        sample_weight=sample_weight, covariance_type=covariance_type, max_iter=max_iter, tol=tol,
+        n_init=n_init, init=init, reg_covar=reg_covar, eigenvalue_floor=eigenvalue_floor,
+        method=method, max_components=max_components, skip_masked=False)[0]
+
+
+def fit_classifier_sweep(key, X, y, n_components_list, *, n_classes: int | None = None,
+                         priors=None, sample_weight=None, covariance_type: str = "full",
+                         max_iter: int = 100, tol: float = 1e-3, n_init: int = 1,
+                         init: str = "kmeans", reg_covar: float = 1e-6, eigenvalue_floor=None,
+                         method: str = "auto") -> list[ClassifierParams]:
+    """One classifier per entry of ``n_components_list``, all in one compiled program.
+
+    The classifiers of a sweep over K (every class, every K, every restart) run as one bank:
+    one compile for the whole sweep, and each member's E-step works on its own K components
+    only (the masked slots beyond it cost nothing). Entry i equals
+    ``fit_classifier(key, X, y, n_components_list[i], ...)`` (the same keys; up to rounding,
+    as the chunking may differ).
+
+    Args:
+        key, X, y, n_classes, priors, sample_weight, covariance_type, max_iter, tol, n_init,
+            init, reg_covar, eigenvalue_floor, method: as in :func:`fit_classifier`.
+        n_components_list: a non-empty list of K settings, each an int or a dict
+            ``{label: K}`` as in :func:`fit_classifier`.
+
+    Returns:
+        a list of ``ClassifierParams``, one per entry, each with as many slots as its largest K.
+
+    Example:
+        >>> import numpy as np
+        >>> from gmm_jax.classifier import fit_classifier_sweep, predict_classes
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.r_[rng.normal(-3, 1, (50, 2)), rng.normal(3, 1, (50, 2))]
+        >>> y = np.r_[np.zeros(50, int), np.ones(50, int)]
+        >>> models = fit_classifier_sweep(0, X, y, [1, 2])
+        >>> [m.params.means.shape for m in models]
+        [(2, 1, 2), (2, 2, 2)]
+    """
+    if isinstance(n_components_list, (int, np.integer, dict)) or len(n_components_list) == 0:
+        raise ValueError("n_components_list must be a non-empty list of K settings (ints or "
+                         f"dicts), got {n_components_list!r}; for one K use fit_classifier.")
+    return _fit_classifiers(
+        key, X, y, list(n_components_list), n_classes=n_classes, priors=priors,
+        sample_weight=sample_weight, covariance_type=covariance_type, max_iter=max_iter, tol=tol,
+        n_init=n_init, init=init, reg_covar=reg_covar, eigenvalue_floor=eigenvalue_floor,
+        method=method, max_components=None, skip_masked=True)
+
+
+def _fit_classifiers(key, X, y, settings: list, *, n_classes, priors, sample_weight,
+                     covariance_type, max_iter, tol, n_init, init, reg_covar, eigenvalue_floor,
+                     method, max_components, skip_masked: bool) -> list[ClassifierParams]:
+    """Classifiers for a list of K settings as one bank: G classes x (settings x n_init)."""
     check_covariance_type(covariance_type)
     check_init(init)
     estep.check_method(method)
@@ -134,53 +188,78 @@ def fit_classifier(key, X, y, n_components, *, n_classes: int | None = None,
         raise ValueError(f"y holds class {known_max}, but n_classes={c}.")
     has_bg = bool(np.any(y == BACKGROUND))
     labels = list(range(c)) + ([BACKGROUND] if has_bg else [])
-    ks = _component_counts(n_components, labels)
+    ks_list = [_component_counts(entry, labels) for entry in settings]  # per setting, class
     sw = validation.check_sample_weight(sample_weight, n, X.dtype)
     w = np.ones(n, X.dtype) if sw is None else np.asarray(sw, X.dtype)
     rows = [np.flatnonzero(y == lab) for lab in labels]
-    for lab, r, k in zip(labels, rows, ks, strict=True):
+    for i, lab in enumerate(labels):
+        k = max(ks[i] for ks in ks_list)
         name = "the background class (-1)" if lab == BACKGROUND else f"class {lab}"
-        if r.size < k:
-            raise ValueError(f"{name} has {r.size} samples, fewer than n_components={k}.")
-        if np.sum(w[r] > 0) < k:
+        if rows[i].size < k:
+            raise ValueError(f"{name} has {rows[i].size} samples, fewer than n_components={k}.")
+        if np.sum(w[rows[i]] > 0) < k:
             raise ValueError(f"{name} has fewer than {k} samples with positive weight.")
     mass = np.array([w[r].astype(np.float64).sum() for r in rows])
     prior = _priors(priors, labels, mass)
     Xg, wg = pad_groups(X, w, rows)  # one padded block per class
     g, n_max = wg.shape
-    k_max = max(ks)
+    k_max = max(max(ks) for ks in ks_list)
     if max_components is not None:
         k_max_given = validation.check_positive_int(max_components, "max_components")
         if k_max_given < k_max:
             raise ValueError(f"max_components={k_max_given} is below the largest n_components="
                              f"{k_max}; pass max_components >= every class's K.")
         k_max = k_max_given
+    n_set = len(ks_list)
+    m = n_set * n_init  # members per class: setting-major, then restarts
+    # every setting uses the classifier's keys: class i's restarts come from fold_in(key, i)
     keys = jax.vmap(lambda i: restart_keys(jax.random.fold_in(key, i), n_init))(
         jnp.arange(g))
-    n_active = jnp.broadcast_to(jnp.asarray(ks, jnp.int32)[:, None], (g, n_init))
+    keys = jnp.tile(keys, (1, n_set))  # (G, S * n_init)
+    n_active = jnp.asarray([[ks[i] for ks in ks_list for _ in range(n_init)]
+                            for i in range(g)], jnp.int32)
+    # skip_masked: each member's E-step runs over its largest K only (a static layout, so one
+    # program per list of settings); otherwise the program depends on the slot count alone
+    active = tuple(max(ks) for ks in ks_list for _ in range(n_init)) if skip_masked else None
     dtype = X.dtype
+    work = n_init * sum(max(ks) for ks in ks_list) if skip_masked else m * k_max
     out = bank_program(
         keys, as_array(Xg), as_array(wg), None, None, jnp.asarray(tol, dtype),
         jnp.asarray(reg_covar, dtype),
         None if eigenvalue_floor is None else jnp.asarray(eigenvalue_floor, dtype), n_active,
         n_components=k_max, covariance_type=covariance_type, max_iter=max_iter, init=init,
-        loop="while", chunk_size=auto_chunk(n_max, k_max, d, n_init), assignment="soft",
-        method=method, cache_bytes=FEATURE_CACHE_BYTES,  # classes differ in K: no compaction
-        exact_kernel=estep.exact_kernel(covariance_type, n_init * k_max, d))
+        loop="while", chunk_size=auto_chunk(n_max, k_max, d, m), assignment="soft",
+        method=method, cache_bytes=FEATURE_CACHE_BYTES, active_counts=active,
+        exact_kernel=estep.exact_kernel(covariance_type, work, d))
     # picking the best restarts on the host: op-by-op indexing would compile per shape
     lb = np.asarray(out["lower_bound"])
-    best = _best_restarts(lb, 1, n_init)[:, 0]  # (G,)
-    params = jax.tree.map(lambda a: as_array(np.asarray(a)[np.arange(g), best]),
-                          out["params"])
+    best = _best_restarts(lb, n_set, n_init)  # (G, S)
+    params_np = jax.tree.map(np.asarray, out["params"])
+    converged = np.asarray(out["converged"])
     with np.errstate(divide="ignore"):
-        log_prior = np.log(prior)
-    return ClassifierParams(
-        params=params,
-        class_log_prior=jnp.asarray(log_prior, dtype),
-        converged=as_array(np.asarray(out["converged"])[np.arange(g), best]),
-        labels=jnp.asarray(labels, jnp.int32),
-        n_components=jnp.asarray(ks, jnp.int32),
-    )
+        log_prior = jnp.asarray(np.log(prior), dtype)
+    models = []
+    tied = covariance_type in ("tied", "tied_diag", "tied_spherical")
+    for s_i, ks in enumerate(ks_list):
+        j = s_i * n_init + best[:, s_i]  # (G,) member of each class
+        k_s = k_max if max_components is not None or n_set == 1 else max(ks)
+
+        def pick(a, trim, j=j, k_s=k_s):
+            a = a[np.arange(g), j]
+            return as_array(a[:, :k_s] if trim else a)
+
+        p = params_np
+        params = GMMParams(pick(p.weights, True), pick(p.means, True),
+                           pick(p.covariances, not tied), pick(p.precisions_cholesky, not tied),
+                           covariance_type)
+        models.append(ClassifierParams(
+            params=params,
+            class_log_prior=log_prior,
+            converged=as_array(converged[np.arange(g), j]),
+            labels=jnp.asarray(labels, jnp.int32),
+            n_components=jnp.asarray(ks, jnp.int32),
+        ))
+    return models
 
 
 def _priors(priors, labels, mass) -> np.ndarray:

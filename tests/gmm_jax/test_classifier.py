@@ -16,6 +16,7 @@ from gmm_jax import GMMClassifier, fitting
 from gmm_jax.classifier import (
     fit_classifier,
     fit_classifier_lbg,
+    fit_classifier_sweep,
     joint_log_likelihood,
     predict_classes,
 )
@@ -81,6 +82,43 @@ def test_max_components_shares_one_program_across_k_and_fits_the_same(x64):
     assert clf.means_.shape == (2, 4, 2) and clone(clf).get_params()["max_components"] == 4
     with pytest.raises(ValueError, match="max_components=1 is below the largest n_components=2"):
         fit_classifier(key, X, Y, 2, max_components=1)
+
+
+def test_sweep_fits_every_setting_in_one_program_and_each_equals_its_own_classifier(x64):
+    """fit_classifier_sweep over K = 1, per-class {2, 1} and 3 (two restarts each): one compile,
+    and every entry is the classifier fit_classifier gives for that setting (same keys)."""
+    key = jax.random.key(7)
+    settings = [1, {0: 2, 1: 1}, 3]
+    before = fitting.bank_program._cache_size()
+    models = fit_classifier_sweep(key, X, Y, settings, n_init=2)
+    assert fitting.bank_program._cache_size() - before == 1
+    restarts_differ = False
+    for ks, m in zip(settings, models, strict=True):
+        alone = fit_classifier(key, X, Y, ks, n_init=2)
+        assert m.params.means.shape == alone.params.means.shape
+        np.testing.assert_array_equal(m.n_components, alone.n_components)
+        for a, b in zip(jax.tree.leaves(m.params), jax.tree.leaves(alone.params), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+        np.testing.assert_array_equal(m.converged, alone.converged)
+        np.testing.assert_allclose(joint_log_likelihood(m, X), joint_log_likelihood(alone, X),
+                                   rtol=1e-10)
+        # and each class is gmm_jax.fit on its rows, best of the same two restarts
+        k_slots = m.params.weights.shape[1]
+        for c in (0, 1):
+            k = ks if isinstance(ks, int) else ks[c]
+            ref = gmm_jax.fit(jax.random.fold_in(key, c), X[Y == c], k, n_init=2,
+                              max_components=k_slots)
+            def rows(a):  # the same components may come in another order
+                a = np.asarray(a)
+                return a[np.lexsort(a.T[::-1])]
+
+            np.testing.assert_allclose(rows(m.params.means[c, :k]), rows(ref.params.means[:k]),
+                                       rtol=1e-9, atol=1e-10)
+            lbs = np.asarray(ref.restart_log_likelihoods)
+            restarts_differ |= bool(abs(lbs[0] - lbs[1]) > 1e-3)
+    assert restarts_differ  # so the choice of the best restart is checked
+    with pytest.raises(ValueError, match="non-empty list"):
+        fit_classifier_sweep(key, X, Y, 2)
 
 
 def test_lbg_classifier_stages_equal_per_class_lbg_runs(x64):
