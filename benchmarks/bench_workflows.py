@@ -11,6 +11,9 @@ Workflows:
   scikit-learn ``GaussianMixture`` per class and K; test error of both.
 * ``classifier_shared``: the same with ``max_components=8``: the four classifiers share one
   compiled program (masked slots are computed, so the warm time grows), the same fits.
+* ``classifier_sweep``: the same four classifiers from one
+  ``gmm_jax.classifier.fit_classifier_sweep(key, Z, y, [1, 2, 4, 8], ...)`` call: one program,
+  each K's E-step over its own components only.
 
 Every contender runs in its own fresh subprocess: the first call is what a user pays in a new
 session (imports excluded, XLA compilation included); the second call in the same process is
@@ -20,7 +23,7 @@ other jobs on a shared machine). The persistent compilation cache is off here un
 
 Usage::
 
-    python benchmarks/bench_workflows.py                       # all four (Fashion-MNIST needed)
+    python benchmarks/bench_workflows.py                       # all five (Fashion-MNIST needed)
     python benchmarks/bench_workflows.py --workflows sweep_full sweep_diag
 
 Results: ``benchmarks/results/bench_workflows.json`` and ``.md``.
@@ -43,7 +46,7 @@ from benchmarks import _common as C  # noqa: E402
 
 MODULE = "benchmarks.bench_workflows"
 CLASSIFIER_KS = (1, 2, 4, 8)
-WORKFLOWS = ("sweep_full", "sweep_diag", "classifier", "classifier_shared")
+WORKFLOWS = ("sweep_full", "sweep_diag", "classifier", "classifier_shared", "classifier_sweep")
 
 
 # ------------------------------------------------------------------------------------ data
@@ -98,6 +101,16 @@ def _gmm_jax(workflow: str, cache: str | None) -> dict:
 
         def run():
             errs = {}
+            if workflow == "classifier_sweep":
+                from gmm_jax.classifier import fit_classifier_sweep, predict_classes
+
+                key = gmm_jax.validation.key_from_random_state(0)  # GMMClassifier's key
+                models = fit_classifier_sweep(key, Z_tr, y_tr, list(CLASSIFIER_KS),
+                                              covariance_type="full", reg_covar=1e-4)
+                for k, m in zip(CLASSIFIER_KS, models, strict=True):
+                    pred = np.asarray(predict_classes(m, Z_te))
+                    errs[k] = 100.0 * float(np.mean(pred != y_te))
+                return {"test_error": errs}
             for k in CLASSIFIER_KS:
                 clf = gmm_jax.GMMClassifier(k, covariance_type="full", reg_covar=1e-4,
                                             random_state=0, **shared).fit(Z_tr, y_tr)
