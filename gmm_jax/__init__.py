@@ -5,7 +5,12 @@ Pure functions (``e_step``, ``m_step``, ``log_prob_components``, ``fit``) over N
 """
 
 from gmm_jax import _blas  # noqa: F401  (one BLAS thread for JAX's CPU LAPACK kernels)
-from gmm_jax.classifier import ClassifierParams, fit_classifier, fit_classifier_lbg  # noqa: E402
+from gmm_jax.classifier import (  # noqa: E402
+    ClassifierParams,
+    fit_classifier,
+    fit_classifier_lbg,
+    fit_classifier_sweep,
+)
 from gmm_jax.compilation_cache import enable_compilation_cache  # noqa: E402
 from gmm_jax.covariance import n_parameters
 from gmm_jax.density import (
@@ -69,6 +74,7 @@ __all__ = [
     "fit_lbg",
     "fit_classifier",
     "fit_classifier_lbg",
+    "fit_classifier_sweep",
     "fit_sharded",
     "online_em",
     "from_numpyro",
