@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gmm_jax import covariance as cov
 from gmm_jax import estep, validation
 from gmm_jax._jit import as_array
 from gmm_jax.covariance import check_covariance_type
@@ -239,7 +240,7 @@ def _fit_classifiers(key, X, y, settings: list, *, n_classes, priors, sample_wei
     with np.errstate(divide="ignore"):
         log_prior = jnp.asarray(np.log(prior), dtype)
     models = []
-    tied = covariance_type in ("tied", "tied_diag", "tied_spherical")
+    per_component = not cov.is_tied(covariance_type)
     for s_i, ks in enumerate(ks_list):
         j = s_i * n_init + best[:, s_i]  # (G,) member of each class
         k_s = k_max if max_components is not None or n_set == 1 else max(ks)
@@ -250,8 +251,8 @@ def _fit_classifiers(key, X, y, settings: list, *, n_classes, priors, sample_wei
 
         p = params_np
         params = GMMParams(pick(p.weights, True), pick(p.means, True),
-                           pick(p.covariances, not tied), pick(p.precisions_cholesky, not tied),
-                           covariance_type)
+                           pick(p.covariances, per_component),
+                           pick(p.precisions_cholesky, per_component), covariance_type)
         models.append(ClassifierParams(
             params=params,
             class_log_prior=log_prior,

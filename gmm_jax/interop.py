@@ -120,7 +120,7 @@ def _restructure(covs: np.ndarray, covariance_type: str) -> np.ndarray:
     tol = 1e-6 * scale
     if covariance_type == "full":
         return covs
-    tied = covariance_type in ("tied", "tied_diag", "tied_spherical")
+    tied = cov.is_tied(covariance_type)
     if tied and not np.allclose(covs, covs[0][None], rtol=0, atol=tol):
         raise ValueError(f"covariance_type={covariance_type!r} needs equal covariances in all "
                          "components.")

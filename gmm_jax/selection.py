@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gmm_jax import covariance as cov
 from gmm_jax import estep, validation
 from gmm_jax._jit import as_array
 from gmm_jax.covariance import check_covariance_type, n_parameters
@@ -187,10 +188,8 @@ def _fit_result(out, gi, ci, n_init, k, best) -> FitResult:
     j = ci * n_init + best
     p = jax.tree.map(lambda a: a[gi, j], out["params"])
     ct = p.covariance_type
-    cov_trim = p.covariances if ct in ("tied", "tied_diag", "tied_spherical") else \
-        p.covariances[:k]
-    pc_trim = p.precisions_cholesky if ct in ("tied", "tied_diag", "tied_spherical") else \
-        p.precisions_cholesky[:k]
+    cov_trim = p.covariances if cov.is_tied(ct) else p.covariances[:k]
+    pc_trim = p.precisions_cholesky if cov.is_tied(ct) else p.precisions_cholesky[:k]
     params = GMMParams(jnp.asarray(p.weights[:k]), jnp.asarray(p.means[:k]),
                        jnp.asarray(cov_trim), jnp.asarray(pc_trim), ct)
     sl = slice(ci * n_init, (ci + 1) * n_init)
