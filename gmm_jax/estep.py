@@ -182,6 +182,41 @@ def _bank_posterior(lp: Array, w: Array, labels: Array | None, assignment: str):
     return r * wb[:, None, :], ll
 
 
+def _bank_posterior_rows(lp: Array, w: Array, labels: Array | None, assignment: str):
+    """:func:`_bank_posterior` with rows first: lp (n, R, K) -> (wr (n, R, K), ll (n, R)).
+
+    The fast form's log-densities come out of ``phi @ theta`` as (n, R K); reducing over the
+    minor K axis and contracting the rows in the M-step GEMM saves the (R K, n) transpose,
+    which XLA's CPU backend otherwise folds into a slower GEMM. Used for a single model
+    (R = 1): a diag fit at N=100k, D=K=32 went from 20.7 to 13.6 ms per iteration, spherical
+    from 22 to 14, full from 113-124 to 107-115. Banks keep the components first: with 16
+    restarts of K = 8 (D = 8, full) rows first made the chunk 25-30% slower.
+    """
+    n, r, k = lp.shape
+    if assignment == "hard":
+        best = jnp.argmax(lp, axis=2)
+        ll = jnp.max(lp, axis=2)
+        resp = jax.nn.one_hot(best, k, dtype=lp.dtype)
+    else:
+        top = jax.lax.stop_gradient(jnp.max(lp, axis=2, keepdims=True))
+        top = jnp.where(jnp.isfinite(top), top, 0.0)
+        e = jnp.exp(lp - top)
+        total = jnp.sum(e, axis=2)
+        ll = top[:, :, 0] + jnp.log(total)
+        resp = e / total[:, :, None]
+    if labels is not None:
+        known = labels >= 0
+        lab = jnp.where(known, labels, 0)
+        onehot = jax.nn.one_hot(lab, k, dtype=lp.dtype)  # (n, K)
+        resp = jnp.where(known[:, None, None], onehot[:, None, :], resp)
+        picked = jnp.take_along_axis(lp, jnp.broadcast_to(lab[:, None, None], (n, r, 1)),
+                                     axis=2)[:, :, 0]
+        ll = jnp.where(known[:, None], picked, ll)
+    wb = jnp.broadcast_to(w.T if w.ndim == 2 else w[:, None], ll.shape)  # (n, R)
+    ll = jnp.where(wb > 0, ll, 0.0)
+    return resp * wb[:, :, None], ll
+
+
 def _flat(a: Array, cols) -> Array:
     """Leading (R, K) axes flattened, then the active columns ``cols`` (static) taken."""
     flat = a.reshape((-1,) + a.shape[2:])
@@ -420,6 +455,13 @@ def bank_fast_moments(params: GMMParams, Y: Array, w: Array, labels: Array | Non
         phi = natural.features(Y, ct)
     if theta is None:
         theta = bank_theta(params, cols).astype(Y.dtype)
+    if cols is None and r == 1:  # one model: rows first (see _bank_posterior_rows)
+        lp = jnp.dot(phi, theta, precision=HIGHEST).reshape(n, r, k) + logw[None]
+        wr, ll = _bank_posterior_rows(lp, w, labels, assignment)
+        M = jax.lax.dot_general(wr.reshape(n, r * k), phi, (((0,), (0,)), ((), ())),
+                                precision=HIGHEST).reshape(r, k, -1)
+        Nk, Fk, Sk = jax.vmap(lambda a: natural.unpack_moments(a, ct, d))(M)
+        return Nk, Fk, Sk, jnp.sum(wb.T * ll, axis=0)
     lp = _unflat(jnp.dot(phi, theta, precision=HIGHEST).T, cols, r, k, -jnp.inf)
     lp = lp + logw[:, :, None]  # (R, K, n)
     wr, ll = _bank_posterior(lp, w, labels, assignment)
