@@ -202,7 +202,7 @@ def e_step(
 
     method = estep.resolve_method(method)
     if method == "auto":
-        ok = estep.fast_is_safe(estep.fast_error_bound(pc), jnp.asarray(0.0, X.dtype))
+        ok = estep.fast_form_ok(pc, jnp.asarray(-jnp.inf, X.dtype), True)
         stats, sum_ll = jax.lax.cond(ok, lambda: run("fast"), lambda: run("exact"))
     else:
         stats, sum_ll = run(method)
@@ -297,11 +297,14 @@ def em_iterations(params: GMMParams, stats_fn: Callable, tol, reg_covar, *, max_
         new = m_step(stats, reg_covar=reg_r, active=act_r, eigenvalue_floor=floor_r)
         return repair_components(new, stats, act_r)
 
-    def e_step_bank(p, stats, lb, running):
+    def e_step_bank(p, stats, lb, running, first):
         def run():
             if method == "auto":
-                bounds = jax.vmap(estep.fast_error_bound)(p)
-                fast = jnp.all(estep.fast_is_safe(bounds, lb) | ~running)
+                # the first E-step scales the bound by the density ceiling (before it did,
+                # that E-step always ran exact: a 20-iteration tied fit at N=100k, D=K=32 went
+                # from 30-37 to 19-20 ms per iteration)
+                ok = jax.vmap(lambda q, b: estep.fast_form_ok(q, b, first))(p, lb)
+                fast = jnp.all(ok | ~running)
                 s, ll = jax.lax.cond(fast, lambda q: stats_fn(q, "fast"),
                                      lambda q: stats_fn(q, "exact"), p)
                 return s, ll, fast
@@ -333,7 +336,7 @@ def em_iterations(params: GMMParams, stats_fn: Callable, tol, reg_covar, *, max_
         # finishing models took their final M-step; models that went non-finite stop here
         phase = jnp.where(live & (~ok | (phase == FINISH)), FROZEN, phase)
         running = phase == RUN
-        stats_new, ll, fast = e_step_bank(p, stats, lb, running)
+        stats_new, ll, fast = e_step_bank(p, stats, lb, running, first)
         change = ll - lb
         converged_now = jnp.abs(change) < tol
         idx = jnp.minimum(it, max_iter - 1)

@@ -23,7 +23,9 @@ alike:
 per component ``eps * (1/2 u^T |P| u + |P m|^T u + |c|)`` with ``u_i = sqrt(Sigma_ii + m_i^2)``,
 averaged with the weights. EM takes the fast form in an iteration only when the bound is below
 ``FAST_RTOL * max(1, |mean log-likelihood|)`` for every model in the program (one ``lax.cond``
-per iteration), and records which form ran; on backends other than the CPU "auto" runs the
+per iteration), and records which form ran. The first E-step has no log-likelihood yet; it
+uses :func:`log_density_ceiling` instead (no log-density exceeds it, so a negative ceiling
+bounds ``|mean log-likelihood|`` from below); on backends other than the CPU "auto" runs the
 exact form (``AUTO_FAST_BACKENDS``). On the data sets checked (digits, Fashion-MNIST,
 synthetic mixtures, offsets and scalings) the bound exceeded the actual float32 error by 4x to
 400x.
@@ -140,10 +142,43 @@ def fast_error_bound(params: GMMParams) -> Array:
     return jnp.where(jnp.isfinite(bound), bound, jnp.inf)
 
 
-def fast_is_safe(bound: Array, log_likelihood: Array) -> Array:
-    """Whether a bound is small enough for the fast form (``-inf``/NaN ``log_likelihood``: no)."""
+def log_density_ceiling(params: GMMParams) -> Array:
+    """() Upper bound on the mixture's log-density anywhere: ``max_k log N(mu_k | mu_k, S_k)``.
+
+    ``log sum_k w_k N(x | k) <= max_k max_x log N(x | k)`` since the weights sum to one, so a
+    negative ceiling bounds the magnitude of any mean log-likelihood from below, before a pass
+    over the data (only active components count).
+    """
+    ct = params.covariance_type
+    k, d = params.means.shape
+    log_det = jnp.broadcast_to(cov.log_det_cholesky(params.precisions_cholesky, ct, d), (k,))
+    top = jnp.max(jnp.where(params.weights > 0, log_det, -jnp.inf))
+    return top - 0.5 * d * _LOG_2PI
+
+
+def fast_is_safe(bound: Array, log_likelihood: Array, ceiling: Array | None = None) -> Array:
+    """Whether a bound is small enough for the fast form (``-inf``/NaN ``log_likelihood``: no).
+
+    The bound must be at most ``FAST_RTOL * max(1, |log_likelihood|)``. ``ceiling`` (optional,
+    :func:`log_density_ceiling` of the parameters) stands in for a log-likelihood not known yet
+    (``-inf``, before the first E-step): when it is negative, ``|ll| >= -ceiling``.
+    """
+    if ceiling is not None:
+        unknown = jnp.isneginf(log_likelihood) & (ceiling < 0)
+        log_likelihood = jnp.where(unknown, ceiling, log_likelihood)
     scale = jnp.maximum(1.0, jnp.abs(log_likelihood))
     return jnp.isfinite(log_likelihood) & (bound <= FAST_RTOL * scale)
+
+
+def fast_form_ok(params: GMMParams, log_likelihood: Array, first) -> Array:
+    """Whether the fast form may run the E-step of ``params`` (centred; one model).
+
+    ``log_likelihood`` is the previous E-step's mean log-likelihood; for the first E-step
+    (``first`` true, no log-likelihood yet) the scale is ``max(1, -log_density_ceiling)``.
+    """
+    ceiling = jnp.where(first, jnp.minimum(log_density_ceiling(params), -1.0), jnp.nan)
+    ll = jnp.where(first, -jnp.inf, log_likelihood)
+    return fast_is_safe(fast_error_bound(params), ll, ceiling)
 
 
 # ----------------------------------------------------------------------------- bank kernels

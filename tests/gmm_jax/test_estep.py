@@ -231,6 +231,39 @@ def test_error_bound_holds_and_chooses_the_exact_form_where_needed(ct):
     assert bool(estep.fast_is_safe(jnp.float32(boundb), jnp.float32(refb)))
 
 
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_density_ceiling_bounds_every_log_density_and_is_reached_by_one_component(x64, ct):
+    _, m, _, p = _params(ct, k=3, d=3, seed=2)
+    ceiling = float(estep.log_density_ceiling(p))
+    rng = np.random.default_rng(0)
+    pts = np.r_[m, m + 1e-3 * rng.normal(size=m.shape), rng.normal(scale=3.0, size=(300, 3))]
+    ll = np.asarray(gmm_jax.log_likelihood(p, jnp.asarray(pts)))
+    assert ll.max() <= ceiling + 1e-12, (ll.max(), ceiling)
+    # it is the highest peak of a component: log N(m_k | m_k, S_k), maximised over k
+    lpc = np.asarray(gmm_jax.log_prob_components(p, jnp.asarray(m)))  # row j: the point m_j
+    peaks = np.diag(lpc) - np.log(np.asarray(p.weights))
+    np.testing.assert_allclose(ceiling, peaks.max(), rtol=1e-13)
+    # a masked slot (weight zero) does not count, however peaked it is
+    if not gmm_jax.covariance.is_tied(ct):
+        peaked = p._replace(
+            weights=p.weights.at[0].set(0.0),
+            precisions_cholesky=p.precisions_cholesky.at[0].multiply(1e3))
+        rest = p._replace(weights=p.weights.at[0].set(0.0))
+        assert float(estep.log_density_ceiling(peaked)) == float(estep.log_density_ceiling(rest))
+
+
+def test_first_e_step_runs_fast_where_the_ceiling_allows_it_and_matches_float64():
+    """Before any log-likelihood is known, the bound is scaled by the density ceiling: on
+    well-conditioned blobs the first E-step already takes the fast form (it ran exact whatever
+    the bound before), and every iteration's float32 log-likelihood matches float64."""
+    X = blobs(n=400, d=6, k=4, seed=6)
+    res = gmm_jax.fit(0, jnp.asarray(X, jnp.float32), 4, max_iter=5, tol=0.0)  # a shared program
+    assert np.all(np.asarray(res.fast_path))
+    with jax.enable_x64(True):
+        ref = gmm_jax.fit(0, jnp.asarray(X), 4, max_iter=5, tol=0.0, method="exact")
+        np.testing.assert_allclose(np.asarray(res.history), np.asarray(ref.history), rtol=1e-6)
+
+
 def test_float64_inner_kernel_runs_without_global_x64():
     """The expanded64 kernel builds float64 arithmetic inside a float32 program."""
     assert not jax.config.jax_enable_x64
