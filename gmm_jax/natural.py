@@ -27,6 +27,7 @@ this form is only used where :func:`gmm_jax.estep.fast_error_bound` shows that l
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -114,6 +115,16 @@ def natural_parameters(params: GMMParams, shift: Array | None = None) -> Array:
     return jnp.concatenate([quad, Pm, const[:, None]], axis=1).T
 
 
+@functools.cache
+def _symmetric_index(d: int) -> np.ndarray:
+    """(D, D) position in the packed quadratic features of the product ``y_i y_j``."""
+    rows, cols, _ = _pairs(d)
+    idx = np.zeros((d, d), np.int32)
+    idx[rows, cols] = np.arange(rows.size)
+    idx[cols, rows] = np.arange(rows.size)
+    return idx
+
+
 def unpack_moments(M: Array, covariance_type: str, d: int) -> tuple[Array, Array, Array]:
     """(Nk, Fk, Sk) from the (K, F) moment matrix ``R^T phi`` (moments about the feature shift).
 
@@ -122,9 +133,7 @@ def unpack_moments(M: Array, covariance_type: str, d: int) -> tuple[Array, Array
     nq = n_quadratic(covariance_type, d)
     quad, Fk, Nk = M[:, :nq], M[:, nq:nq + d], M[:, nq + d]
     if covariance_type == "full":
-        k = M.shape[0]
-        rows, cols, _ = _pairs(d)
-        Sk = jnp.zeros((k, d, d), M.dtype).at[:, rows, cols].set(quad).at[:, cols, rows].set(quad)
+        Sk = quad[:, _symmetric_index(d)]  # a gather: XLA's CPU scatter is a slow loop
     else:
         Sk = quad
     return Nk, Fk, Sk
