@@ -156,16 +156,9 @@ def log_density_ceiling(params: GMMParams) -> Array:
     return top - 0.5 * d * _LOG_2PI
 
 
-def fast_is_safe(bound: Array, log_likelihood: Array, ceiling: Array | None = None) -> Array:
-    """Whether a bound is small enough for the fast form (``-inf``/NaN ``log_likelihood``: no).
-
-    The bound must be at most ``FAST_RTOL * max(1, |log_likelihood|)``. ``ceiling`` (optional,
-    :func:`log_density_ceiling` of the parameters) stands in for a log-likelihood not known yet
-    (``-inf``, before the first E-step): when it is negative, ``|ll| >= -ceiling``.
-    """
-    if ceiling is not None:
-        unknown = jnp.isneginf(log_likelihood) & (ceiling < 0)
-        log_likelihood = jnp.where(unknown, ceiling, log_likelihood)
+def fast_is_safe(bound: Array, log_likelihood: Array) -> Array:
+    """Whether a bound is small enough for the fast form (``-inf``/NaN ``log_likelihood``: no):
+    at most ``FAST_RTOL * max(1, |log_likelihood|)``."""
     scale = jnp.maximum(1.0, jnp.abs(log_likelihood))
     return jnp.isfinite(log_likelihood) & (bound <= FAST_RTOL * scale)
 
@@ -176,9 +169,9 @@ def fast_form_ok(params: GMMParams, log_likelihood: Array, first) -> Array:
     ``log_likelihood`` is the previous E-step's mean log-likelihood; for the first E-step
     (``first`` true, no log-likelihood yet) the scale is ``max(1, -log_density_ceiling)``.
     """
-    ceiling = jnp.where(first, jnp.minimum(log_density_ceiling(params), -1.0), jnp.nan)
-    ll = jnp.where(first, -jnp.inf, log_likelihood)
-    return fast_is_safe(fast_error_bound(params), ll, ceiling)
+    # |ll| >= -ceiling where the ceiling is negative; min(., -1) keeps the scale's floor of 1
+    ll = jnp.where(first, jnp.minimum(log_density_ceiling(params), -1.0), log_likelihood)
+    return fast_is_safe(fast_error_bound(params), ll)
 
 
 # ----------------------------------------------------------------------------- bank kernels
@@ -190,66 +183,49 @@ def _log_weights(params: GMMParams) -> Array:
     return cov.safe_log_weights(params.weights)
 
 
-def _bank_posterior(lp: Array, w: Array, labels: Array | None, assignment: str):
-    """Posterior of a bank: lp (R, K, n) -> (wr (R, K, n), ll (R, n)); w (n,) or (R, n)."""
-    k = lp.shape[1]
+def _bank_posterior(lp: Array, w: Array, labels: Array | None, assignment: str,
+                    rows_first: bool = False):
+    """Posterior of a bank over its component axis; w (n,) or (R, n), labels None or (n,).
+
+    Components first (the default): lp (R, K, n) -> (wr (R, K, n), ll (R, n)). Rows first
+    (static ``rows_first``): lp (n, R, K) -> (wr (n, R, K), ll (n, R)). The fast form's
+    log-densities come out of ``phi @ theta`` as (n, R K); reducing over the minor K axis and
+    contracting the rows in the M-step GEMM saves the (R K, n) transpose, which XLA's CPU
+    backend otherwise folds into a slower GEMM. Used for a single model (R = 1): a diag fit at
+    N=100k, D=K=32 went from 20.7 to 13.6 ms per iteration, spherical from 22 to 14, full from
+    113-124 to 107-115. Banks keep the components first: with 16 restarts of K = 8 (D = 8,
+    full) rows first made the chunk 25-30% slower.
+    """
+    axis = 2 if rows_first else 1
+    k = lp.shape[axis]
+
+    def like_ll(v):  # a per-row array, (n,) or (R, n), laid out like ll
+        if not rows_first:
+            return v
+        return v.T if v.ndim == 2 else v[:, None]
+
     if assignment == "hard":
-        best = jnp.argmax(lp, axis=1)
-        ll = jnp.max(lp, axis=1)
-        r = jax.nn.one_hot(best, k, axis=1, dtype=lp.dtype)
+        best = jnp.argmax(lp, axis=axis)
+        ll = jnp.max(lp, axis=axis)
+        r = jax.nn.one_hot(best, k, axis=axis, dtype=lp.dtype)
     else:
         # one exp per (model, component, row), not two (logsumexp's and the posterior's)
-        top = jax.lax.stop_gradient(jnp.max(lp, axis=1, keepdims=True))
+        top = jax.lax.stop_gradient(jnp.max(lp, axis=axis, keepdims=True))
         top = jnp.where(jnp.isfinite(top), top, 0.0)
         e = jnp.exp(lp - top)
-        total = jnp.sum(e, axis=1)
-        ll = top[:, 0, :] + jnp.log(total)
-        r = e / total[:, None, :]
+        total = jnp.sum(e, axis=axis, keepdims=True)
+        ll = jnp.squeeze(top + jnp.log(total), axis)
+        r = e / total
     if labels is not None:
-        known = labels >= 0
-        lab = jnp.where(known, labels, 0)
-        onehot = jax.nn.one_hot(lab, k, axis=0, dtype=lp.dtype)  # (K, n)
-        r = jnp.where(known[None, None, :], onehot[None], r)
-        ll = jnp.where(known[None, :], jnp.take_along_axis(
-            lp, jnp.broadcast_to(lab, (lp.shape[0], 1, lab.shape[0])), axis=1)[:, 0], ll)
-    wb = jnp.broadcast_to(w, ll.shape)
+        known = jnp.broadcast_to(like_ll(labels >= 0), ll.shape)
+        lab = jnp.broadcast_to(like_ll(jnp.where(labels >= 0, labels, 0)), ll.shape)
+        r = jnp.where(jnp.expand_dims(known, axis),
+                      jax.nn.one_hot(lab, k, axis=axis, dtype=lp.dtype), r)
+        picked = jnp.take_along_axis(lp, jnp.expand_dims(lab, axis), axis=axis)
+        ll = jnp.where(known, jnp.squeeze(picked, axis), ll)
+    wb = jnp.broadcast_to(like_ll(w), ll.shape)
     ll = jnp.where(wb > 0, ll, 0.0)
-    return r * wb[:, None, :], ll
-
-
-def _bank_posterior_rows(lp: Array, w: Array, labels: Array | None, assignment: str):
-    """:func:`_bank_posterior` with rows first: lp (n, R, K) -> (wr (n, R, K), ll (n, R)).
-
-    The fast form's log-densities come out of ``phi @ theta`` as (n, R K); reducing over the
-    minor K axis and contracting the rows in the M-step GEMM saves the (R K, n) transpose,
-    which XLA's CPU backend otherwise folds into a slower GEMM. Used for a single model
-    (R = 1): a diag fit at N=100k, D=K=32 went from 20.7 to 13.6 ms per iteration, spherical
-    from 22 to 14, full from 113-124 to 107-115. Banks keep the components first: with 16
-    restarts of K = 8 (D = 8, full) rows first made the chunk 25-30% slower.
-    """
-    n, r, k = lp.shape
-    if assignment == "hard":
-        best = jnp.argmax(lp, axis=2)
-        ll = jnp.max(lp, axis=2)
-        resp = jax.nn.one_hot(best, k, dtype=lp.dtype)
-    else:
-        top = jax.lax.stop_gradient(jnp.max(lp, axis=2, keepdims=True))
-        top = jnp.where(jnp.isfinite(top), top, 0.0)
-        e = jnp.exp(lp - top)
-        total = jnp.sum(e, axis=2)
-        ll = top[:, :, 0] + jnp.log(total)
-        resp = e / total[:, :, None]
-    if labels is not None:
-        known = labels >= 0
-        lab = jnp.where(known, labels, 0)
-        onehot = jax.nn.one_hot(lab, k, dtype=lp.dtype)  # (n, K)
-        resp = jnp.where(known[:, None, None], onehot[:, None, :], resp)
-        picked = jnp.take_along_axis(lp, jnp.broadcast_to(lab[:, None, None], (n, r, 1)),
-                                     axis=2)[:, :, 0]
-        ll = jnp.where(known[:, None], picked, ll)
-    wb = jnp.broadcast_to(w.T if w.ndim == 2 else w[:, None], ll.shape)  # (n, R)
-    ll = jnp.where(wb > 0, ll, 0.0)
-    return resp * wb[:, :, None], ll
+    return r * jnp.expand_dims(wb, axis), ll
 
 
 def _flat(a: Array, cols) -> Array:
@@ -448,8 +424,13 @@ def bank_theta(params: GMMParams, cols=None) -> Array:
 
 def bank_fast_moments(params: GMMParams, Y: Array, w: Array, labels: Array | None,
                       assignment: str, phi: Array | None = None, theta: Array | None = None,
-                      cols=None, packed: bool = False):
-    """Fast-form moments of one chunk for a bank, about zero: (Nk, Fk, Sk, sum_ll).
+                      cols=None):
+    """Fast-form moments of one chunk for a bank, about zero.
+
+    Returns ``(M (R, K, F), sum_ll (R,))`` for the natural-parameter types: the packed moments
+    ``R^T phi``, which add over chunks, for :func:`unpack_bank_moments` once after the sum
+    (unpacking in every chunk cost 1 s of a 3-iteration 8-restart fit at N=100k); for tied
+    covariances ``(Nk, Fk, Sk, sum_ll)``.
 
     Args:
         params: bank of mixtures (means about the point the data are centred on).
@@ -460,9 +441,6 @@ def bank_fast_moments(params: GMMParams, Y: Array, w: Array, labels: Array | Non
         phi: (n, F) cached features of ``Y`` (built here when None).
         theta: (F, A) from :func:`bank_theta` (hoisted out of the chunk loop by callers).
         cols: static flat indices of the active components (None: all).
-        packed: (static) for the natural-parameter types, return ``(M (R, K, F), sum_ll)``,
-            the packed moments that add over chunks, for :func:`unpack_bank_moments` once after
-            the sum (unpacking per chunk cost 1 s of a 3-iteration 8-restart fit at N=100k).
     """
     ct = params.covariance_type
     r, k, d = params.means.shape
@@ -493,9 +471,9 @@ def bank_fast_moments(params: GMMParams, Y: Array, w: Array, labels: Array | Non
         phi = natural.features(Y, ct)
     if theta is None:
         theta = bank_theta(params, cols).astype(Y.dtype)
-    if cols is None and r == 1:  # one model: rows first (see _bank_posterior_rows)
+    if cols is None and r == 1:  # one model: rows first (see _bank_posterior)
         lp = jnp.dot(phi, theta, precision=HIGHEST).reshape(n, r, k) + logw[None]
-        wr, ll = _bank_posterior_rows(lp, w, labels, assignment)
+        wr, ll = _bank_posterior(lp, w, labels, assignment, rows_first=True)
         M = jax.lax.dot_general(wr.reshape(n, r * k), phi, (((0,), (0,)), ((), ())),
                                 precision=HIGHEST).reshape(r, k, -1)
         sum_ll = jnp.sum(wb.T * ll, axis=0)
@@ -505,9 +483,7 @@ def bank_fast_moments(params: GMMParams, Y: Array, w: Array, labels: Array | Non
         wr, ll = _bank_posterior(lp, w, labels, assignment)
         M = _unflat(jnp.dot(_flat(wr, cols), phi, precision=HIGHEST), cols, r, k, 0.0)
         sum_ll = jnp.sum(wb * ll, axis=-1)
-    if packed:
-        return M, sum_ll
-    return unpack_bank_moments(M, ct, d) + (sum_ll,)
+    return M, sum_ll
 
 
 def unpack_bank_moments(M: Array, covariance_type: str, d: int) -> tuple[Array, Array, Array]:
@@ -554,33 +530,31 @@ def bank_moments(params: GMMParams, Y: Array, w: Array, labels: Array | None, *,
         (Nk (R, K), Fk (R, K, D), Sk, sum_ll (R,)).
     """
     wt = w.T if w.ndim == 2 else w  # rows first for chunking
+    ct = params.covariance_type
+    d = params.means.shape[-1]
 
     def unrow(x):
         return x.T if w.ndim == 2 else x
 
     if form == "exact":
-        r, k, d = params.means.shape
-        form = exact_kernel(params.covariance_type, r * k if cols is None else len(cols), d)
-    if form == "expanded64" and has_features(params.covariance_type):
+        r, k = params.means.shape[:2]
+        form = exact_kernel(ct, r * k if cols is None else len(cols), d)
+    if form == "expanded64" and has_features(ct):
         return expanded64_moments(params, Y, wt, labels, assignment, chunk_size, cols)
     if form in ("whitened", "expanded64"):
         def fn(y, wc, lab):
             return bank_exact_moments(params, y, unrow(wc), lab, assignment, cols)
         return sum_over_chunks(fn, Y, wt, chunk_size, labels)
-    theta = None
-    if params.covariance_type != "tied":
-        theta = bank_theta(params, cols).astype(Y.dtype)  # once per E-step, not per chunk
-
-    tied = params.covariance_type == "tied"
+    packed = has_features(ct)  # natural-parameter moments: add packed, unpack once
+    theta = bank_theta(params, cols).astype(Y.dtype) if packed else None  # once per E-step
 
     def fn_fast(y, wc, lab, ph):
-        return bank_fast_moments(params, y, unrow(wc), lab, assignment, ph, theta, cols,
-                                 packed=not tied)
+        return bank_fast_moments(params, y, unrow(wc), lab, assignment, ph, theta, cols)
     out = sum_over_chunks(fn_fast, Y, wt, chunk_size, labels, phi)
-    if tied:
+    if not packed:
         return out
     M, sum_ll = out
-    return unpack_bank_moments(M, params.covariance_type, params.means.shape[-1]) + (sum_ll,)
+    return unpack_bank_moments(M, ct, d) + (sum_ll,)
 
 
 def chunked_moments(params: GMMParams, Y: Array, w: Array, labels: Array | None, *,

@@ -348,7 +348,7 @@ def _add(a, b):
 
 
 @jax.jit
-def _fast_is_safe(params: GMMParams, lower_bound: Array, first) -> Array:
+def _fast_form_ok(params: GMMParams, lower_bound: Array, first) -> Array:
     return estep.fast_form_ok(params, lower_bound, first)
 
 
@@ -709,7 +709,7 @@ def _run_loop(state: ckpt.EMState, data: LocalData, exchange, *, shift, total, t
     tol_d, total_d = np.asarray(tol, dtype), np.asarray(total, dtype)
     reg = np.asarray(reg_covar, dtype)
     while not finished:
-        fast = bool(_fast_is_safe(params, lb, it == 0))
+        fast = bool(_fast_form_ok(params, lb, it == 0))
         form = "fast" if fast else "exact"
         moments = exchange.sum_moments(data.moments(params, shift, form))
         ll = np.asarray(moments[3], dtype) / total_d
