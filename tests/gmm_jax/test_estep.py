@@ -232,7 +232,7 @@ def test_error_bound_holds_and_chooses_the_exact_form_where_needed(ct):
 
 
 @pytest.mark.parametrize("ct", COVARIANCE_TYPES)
-def test_density_ceiling_bounds_every_log_density_and_is_reached_by_one_component(x64, ct):
+def test_density_ceiling_bounds_every_log_density_and_equals_the_highest_component_peak(x64, ct):
     _, m, _, p = _params(ct, k=3, d=3, seed=2)
     ceiling = float(estep.log_density_ceiling(p))
     rng = np.random.default_rng(0)
